@@ -1,0 +1,1 @@
+"""Dagster definitions for malt-lake: thin assets over the ``malt_lake`` library."""

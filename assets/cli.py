@@ -1,0 +1,88 @@
+"""The ``malt-lake`` command: the library's commands plus the Dagster-backed ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+
+from assets import runner
+from malt_lake.cli import app, console, current_lake, print_frame, run
+from malt_lake.query import run_read_only
+
+
+@app.command()
+def ingest(
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="Only these datasets (repeatable); default all.")
+    ] = None,
+) -> None:
+    """Validate the configured datasets, register their shards and write their questions."""
+    started = time.perf_counter()
+    runner.materialize(["dataset_catalog"])
+    keys = [k for k in runner.registered_partitions()
+            if not dataset or k.split(".", 1)[0] in dataset]
+    with Progress(console=console) as progress:
+        task = progress.add_task("questions", total=len(keys))
+        for key in keys:
+            runner.materialize(["questions"], partition_key=key)
+            progress.advance(task)
+    console.print(f"ingested {len(keys)} partition(s) in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+def materialize(
+    select: Annotated[str, typer.Option(help="Comma-separated asset names.")],
+    partition: Annotated[str | None, typer.Option(help="Partition key, e.g. arith.train.0000.")]
+    = None,
+) -> None:
+    """Materialize a selection of assets for one partition (or unpartitioned assets)."""
+    runner.materialize([s.strip() for s in select.split(",") if s.strip()], partition)
+    console.print(f"materialized {select}" + (f" for {partition}" if partition else ""))
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port for the Dagster UI.")] = 3000,
+    host: Annotated[str, typer.Option(help="Bind address; keep loopback on shared boxes.")]
+    = "127.0.0.1",
+) -> None:
+    """Open the Dagster UI (asset graph, partitions, metadata, run history)."""
+    env = {**os.environ, "DAGSTER_HOME": str(runner.dagster_home())}
+    console.print(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
+    subprocess.run([sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions",
+                    "-h", host, "-p", str(port)], env=env, check=False)
+
+
+@app.command()
+def demo() -> None:
+    """The main job on the embedded default: ingest the built-in arithmetic set and show it.
+
+    Later stages (expansion, credit, training, evaluation) join here as they land.
+    """
+    lake = current_lake()
+    ingest(dataset=None)
+    counts = run_read_only(
+        lake, "select dataset, split, count(*) as questions from questions "
+              "group by all order by all")
+    import polars as pl
+
+    print_frame(pl.from_arrow(counts), limit=50)
+    console.print(
+        f"\nLake: {lake.tables_dir}\n"
+        f"Open the UI:   .venv/bin/malt-lake ui   (then http://127.0.0.1:3000)\n"
+        f"Query it:      .venv/bin/malt-lake sql \"select * from questions limit 5\"\n"
+    )
+
+
+def main() -> None:
+    run(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Ingestion: the shard catalog (registers partitions) and the questions of each shard.
+
+No `from __future__ import annotations` here: Dagster inspects the context annotation."""
+
+
+import dagster as dg
+
+from assets.partitions import shard_partitions
+from assets.resources import LakeResource, ProjectResource
+from malt_lake.ingest import build_catalog, shard_questions, write_catalog
+from malt_lake.lake import partition_lock
+from malt_lake.markdown import to_markdown
+from malt_lake.names import PartitionKey
+from malt_lake.sqlfiles import sql_path
+
+
+@dg.asset(group_name="ingest", kinds={"parquet", "polars"})
+def dataset_catalog(
+    context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource
+) -> dg.MaterializeResult:
+    """Validates every configured dataset split and registers one partition per shard."""
+    settings = project.settings()
+    catalog = build_catalog(settings)
+    the_lake = lake.lake()
+    with partition_lock(the_lake, "shards"):
+        write_catalog(the_lake, catalog)
+    keys = catalog.partition_keys
+    known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
+    new = [k for k in keys if k not in known]
+    if new:
+        context.instance.add_dynamic_partitions(shard_partitions.name, new)
+    context.log.info(f"{len(keys)} shard partitions ({len(new)} new)")
+    skipped = "\n".join(f"- {p}" for p in catalog.skipped[:20]) or "none"
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(keys),
+        "new_partitions": len(new),
+        "shards": dg.MetadataValue.md(to_markdown(catalog.shards.drop("source_sha256"))),
+        "skipped_rows": dg.MetadataValue.md(skipped),
+        "path": dg.MetadataValue.path(str(the_lake.whole_table_file("shards"))),
+    })
+
+
+@dg.asset(
+    group_name="ingest", partitions_def=shard_partitions, deps=[dataset_catalog],
+    kinds={"parquet", "polars"},
+)
+def questions(
+    context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource
+) -> dg.MaterializeResult:
+    """The validated question rows of one shard, with deterministic ids."""
+    key = PartitionKey.parse(context.partition_key)
+    the_lake = lake.lake()
+    with partition_lock(the_lake, "questions", key):
+        table = shard_questions(the_lake, project.settings(), key)
+        path = the_lake.write_partition("questions", key, table)
+    preview = table.select(["question_id", "question", "answer"]).slice(0, 5)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": table.num_rows,
+        "path": dg.MetadataValue.path(str(path)),
+        "preview": dg.MetadataValue.md(to_markdown(preview)),
+        "view_sql": dg.MetadataValue.path(str(sql_path("views/questions"))),
+    })
+

@@ -1,0 +1,75 @@
+"""Materialize assets in-process against the persistent Dagster instance, so runs started
+from the CLI show up in the UI's run history beside runs launched there."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from malt_lake.errors import MaltLakeError
+from malt_lake.settings import warehouse_root
+
+
+# The CLI draws its own progress; Dagster's per-event DEBUG lines stay in the UI's run logs.
+QUIET = {"loggers": {"console": {"config": {"log_level": os.environ.get("MALT_LOG_LEVEL",
+                                                                          "WARNING")}}}}
+
+
+def dagster_home() -> Path:
+    """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or warehouse_root() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch(exist_ok=True)  # sqlite storage in this folder
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def instance() -> dg.DagsterInstance:
+    dagster_home()
+    return dg.DagsterInstance.get()
+
+
+def materialize(
+    selection: Sequence[str],
+    partition_key: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    dagster_instance: dg.DagsterInstance | None = None,
+) -> dg.ExecuteInJobResult:
+    """Run one materialization of ``selection`` (asset names) for one partition."""
+    from assets.definitions import ALL_ASSETS, defs
+
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=list(selection),
+        partition_key=partition_key,
+        run_config={**QUIET, **(run_config or {})},
+        resources=defs.resources,
+        instance=dagster_instance or instance(),
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise MaltLakeError(_failure_message(result, selection, partition_key))
+    return result
+
+
+def _failure_message(result: dg.ExecuteInJobResult, selection: Sequence[str],
+                     partition_key: str | None) -> str:
+    failures = [event for event in result.all_events if event.is_step_failure]
+    where = f" for partition {partition_key}" if partition_key else ""
+    details = []
+    for event in failures:
+        error = event.step_failure_data.error
+        cause = error.cause if error and error.cause else error
+        details.append(f"{event.step_key}: {cause.message.strip() if cause else 'failed'}")
+    return f"materializing {', '.join(selection)}{where} failed:\n  " + "\n  ".join(details)
+
+
+def registered_partitions(dagster_instance: dg.DagsterInstance | None = None) -> list[str]:
+    from assets.partitions import shard_partitions
+
+    inst = dagster_instance or instance()
+    return sorted(inst.get_dynamic_partitions(shard_partitions.name))

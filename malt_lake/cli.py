@@ -1,0 +1,94 @@
+"""The library half of the ``malt-lake`` CLI: commands that need no orchestrator.
+
+``assets.cli`` adds the Dagster-backed commands (ingest, materialize, ui, demo) to this app.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import click
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from malt_lake.errors import MaltLakeError
+from malt_lake.lake import Lake
+from malt_lake.query import run_read_only
+from malt_lake.settings import warehouse_root
+
+app = typer.Typer(
+    name="malt-lake",
+    help="MALT multi-agent training data as a lakehouse: materialize, query, inspect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def current_lake() -> Lake:
+    return Lake(warehouse_root())
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only statement (SELECT/DESCRIBE/...).")],
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    limit: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,
+) -> None:
+    """Query the lake's DuckDB views (questions, generations, credit, ...), read-only."""
+    result = pl.from_arrow(run_read_only(current_lake(), query))
+    assert isinstance(result, pl.DataFrame)
+    if fmt == "csv":
+        sys.stdout.write(result.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(result.to_dicts(), default=str, indent=1) + "\n")
+    elif fmt == "table":
+        print_frame(result, limit)
+    else:
+        raise typer.BadParameter("--format must be table, csv or json")
+
+
+@app.command()
+def partitions() -> None:
+    """List the (dataset, shard) partitions in the shard catalog."""
+    frame = pl.from_arrow(run_read_only(
+        current_lake(),
+        "select partition_key, dataset, split, n_questions from shards order by partition_key",
+    ))
+    assert isinstance(frame, pl.DataFrame)
+    if frame.is_empty():
+        err_console.print("no partitions yet: run `malt-lake ingest` first")
+    print_frame(frame, limit=10_000)
+
+
+def print_frame(frame: pl.DataFrame, limit: int) -> None:
+    table = Table(show_lines=False)
+    for column in frame.columns:
+        table.add_column(column, overflow="fold")
+    for row in frame.head(limit).iter_rows():
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    console.print(table)
+    if frame.height > limit:
+        console.print(f"... {frame.height - limit} more rows (use --limit or --format csv)")
+    console.print(f"[dim]{frame.height} row(s)[/dim]")
+
+
+def run(app_: typer.Typer) -> None:
+    """Run a Typer app, turning our errors into one clear line and exit code 2."""
+    try:
+        app_(standalone_mode=False)
+    except MaltLakeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        raise SystemExit(2) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None

@@ -1,0 +1,181 @@
+"""The lake on disk: hive-partitioned Parquet, one file per partition, written atomically.
+
+Layout: ``<root>/lake/<table>/dataset=<d>/shard=<s>/data.parquet`` for partitioned tables and
+``<root>/lake/<table>/data.parquet`` for whole tables. A write goes to a temp file in the same
+directory and is renamed over the old file, so a reader sees the old partition or the new one,
+never a mix, and a crash leaves at most a stray temp file (removed on the next write). A rewrite
+replaces the partition; nothing ever appends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from malt_lake import schemas
+from malt_lake.errors import LakeError
+from malt_lake.names import PartitionKey, check_name
+
+DATA_FILE = "data.parquet"
+TEMP_PREFIX = ".tmp-"
+
+
+class Lake:
+    """Paths and atomic reads/writes under one warehouse root."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "lake"
+
+    def table_dir(self, table: str) -> Path:
+        return self._inside(self.tables_dir / check_name(table, "table"))
+
+    def partition_dir(self, table: str, key: PartitionKey) -> Path:
+        return self._inside(
+            self.table_dir(table) / f"dataset={key.dataset}" / f"shard={key.shard}"
+        )
+
+    def partition_file(self, table: str, key: PartitionKey) -> Path:
+        return self.partition_dir(table, key) / DATA_FILE
+
+    def whole_table_file(self, table: str) -> Path:
+        return self.table_dir(table) / DATA_FILE
+
+    def _inside(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise LakeError(f"path {path} escapes the warehouse {self.root}")
+        return resolved
+
+    # -- writes ---------------------------------------------------------------------------
+    def write_partition(self, table: str, key: PartitionKey, data: pa.Table) -> Path:
+        """Replace one partition of ``table`` with ``data`` (conformed to the table contract)."""
+        data = schemas.conform(data, schemas.schema_of(table))
+        bad = _rows_outside(data, key)
+        if bad:
+            raise LakeError(f"{bad} row(s) do not belong to partition {key} of {table}")
+        return _atomic_write(data, self.partition_file(table, key))
+
+    def write_whole_table(self, table: str, data: pa.Table) -> Path:
+        data = schemas.conform(data, schemas.schema_of(table))
+        return _atomic_write(data, self.whole_table_file(table))
+
+    # -- reads ----------------------------------------------------------------------------
+    def read_partition(self, table: str, key: PartitionKey) -> pa.Table | None:
+        file = self.partition_file(table, key)
+        return pq.read_table(file) if file.exists() else None
+
+    def read_whole_table(self, table: str) -> pa.Table | None:
+        file = self.whole_table_file(table)
+        return pq.read_table(file) if file.exists() else None
+
+    def has_data(self, table: str) -> bool:
+        return any(self.data_files(table))
+
+    def data_files(self, table: str) -> Iterator[Path]:
+        directory = self.table_dir(table)
+        if not directory.exists():
+            return iter(())
+        return directory.rglob(DATA_FILE)
+
+    def partitions(self, table: str) -> list[PartitionKey]:
+        keys = []
+        for file in self.data_files(table):
+            shard, dataset = file.parent.name, file.parent.parent.name
+            if dataset.startswith("dataset=") and shard.startswith("shard="):
+                keys.append(
+                    PartitionKey.from_columns(dataset.removeprefix("dataset="),
+                                              shard.removeprefix("shard="))
+                )
+        return sorted(keys)
+
+
+def _rows_outside(data: pa.Table, key: PartitionKey) -> int:
+    if data.num_rows == 0:
+        return 0
+    datasets = data.column("dataset").to_pylist()
+    shards = data.column("shard").to_pylist()
+    return sum(1 for d, s in zip(datasets, shards, strict=True)
+               if d != key.dataset or s != key.shard)
+
+
+def _atomic_write(data: pa.Table, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target.parent)
+    temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet.partial"
+    try:
+        pq.write_table(data, temp, compression="zstd")
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        _fsync_dir(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    return target
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Delete temp files left by writers that died (their pid, in the name, is gone)."""
+    for temp in directory.glob(f"{TEMP_PREFIX}*"):
+        pid = temp.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def partition_lock(lake: Lake, table: str, key: PartitionKey | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on one partition (or a whole table) while it is computed.
+
+    A second writer fails at once with a clear message instead of racing the first.
+    """
+    name = table if key is None else f"{table}.{key.key}"
+    path = lake.root / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LakeError(
+                f"{name} is being written by another run (pid {holder}); wait for it to "
+                "finish or stop it, then retry"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

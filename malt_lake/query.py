@@ -1,0 +1,65 @@
+"""DuckDB over the lake: one view per table, and a read-only query surface for users."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from malt_lake import schemas
+from malt_lake.errors import QueryRefused
+from malt_lake.lake import Lake
+from malt_lake.sqlfiles import read_sql
+
+READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def connect(lake: Lake, *, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per lake table (typed empty views for tables not yet
+    written). ``sandboxed`` locks file access to the warehouse for user-supplied SQL."""
+    con = duckdb.connect(":memory:")
+    con.execute("set variable lake_root = $root", {"root": str(lake.tables_dir)})
+    for table, schema in {**schemas.PARTITIONED, **schemas.UNPARTITIONED}.items():
+        if lake.has_data(table):
+            con.execute(read_sql(f"views/{table}"))
+        else:
+            con.register(table, schema.empty_table())
+    if sandboxed:
+        con.execute("set allowed_directories = [$root]", {"root": str(lake.root) + "/"})
+        con.execute("set enable_external_access = false")
+        con.execute("set lock_configuration = true")
+    return con
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but SELECT / EXPLAIN, before running any of it."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryRefused(f"cannot parse the query: {exc}") from exc
+    if not statements:
+        raise QueryRefused("empty query")
+    if len(statements) > 1:
+        raise QueryRefused(f"{len(statements)} statements given; run one query at a time")
+    for statement in statements:
+        if statement.type not in READ_ONLY_TYPES:
+            kind = statement.type.name.lower()
+            raise QueryRefused(
+                f"refused a {kind} statement: `malt-lake sql` is read-only (SELECT, DESCRIBE, "
+                "SUMMARIZE, EXPLAIN). The lake is written only by materializing assets."
+            )
+
+
+def run_read_only(lake: Lake, sql: str) -> pa.Table:
+    """Run user SQL against the lake views, read-only and confined to the warehouse."""
+    con = connect(lake, sandboxed=True)
+    try:
+        check_read_only(con, sql)
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.PermissionException as exc:
+            raise QueryRefused(
+                f"{exc}. `malt-lake sql` may only read files under {lake.root}"
+            ) from exc
+    finally:
+        con.close()
+
