@@ -11,8 +11,8 @@ from typing import Any
 import dagster as dg
 
 from malt_lake.errors import MaltLakeError
+from malt_lake.names import PartitionKey
 from malt_lake.settings import warehouse_root
-
 
 # The CLI draws its own progress; Dagster's per-event DEBUG lines stay in the UI's run logs.
 QUIET = {"loggers": {"console": {"config": {"log_level": os.environ.get("MALT_LOG_LEVEL",
@@ -23,7 +23,9 @@ def dagster_home() -> Path:
     """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing)."""
     home = Path(os.environ.get("DAGSTER_HOME") or warehouse_root() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch(exist_ok=True)  # sqlite storage in this folder
+    config = home / "dagster.yaml"  # sqlite storage in this folder; no telemetry
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -40,15 +42,27 @@ def materialize(
     dagster_instance: dg.DagsterInstance | None = None,
 ) -> dg.ExecuteInJobResult:
     """Run one materialization of ``selection`` (asset names) for one partition."""
-    from assets.definitions import ALL_ASSETS, defs
+    from assets.definitions import ALL_ASSETS
+    from assets.resources import resources_for_env
+
+    dagster_instance = dagster_instance or instance()
+    if partition_key is not None:
+        PartitionKey.parse(partition_key)
+        known = registered_partitions(dagster_instance)
+        if partition_key not in known:
+            raise MaltLakeError(
+                f"unknown partition {partition_key!r}: run `malt-lake ingest` to register the "
+                f"configured datasets' shards ({len(known)} known; `malt-lake partitions` "
+                "lists them)"
+            )
 
     result = dg.materialize(
         ALL_ASSETS,
         selection=list(selection),
         partition_key=partition_key,
         run_config={**QUIET, **(run_config or {})},
-        resources=defs.resources,
-        instance=dagster_instance or instance(),
+        resources=resources_for_env(),  # read the environment now, not at import
+        instance=dagster_instance,
         raise_on_error=False,
     )
     if not result.success:

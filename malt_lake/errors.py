@@ -36,8 +36,9 @@ class RowProblem:
 
     def __str__(self) -> str:
         where = self.source if self.line is None else f"{self.source} line {self.line}"
-        what = f"field '{self.field}': " if self.field else ""
-        return f"{where}: {what}{self.message}"
+        if self.field:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.message}"
 
 
 class DatasetRowError(MaltLakeError):

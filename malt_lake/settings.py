@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from malt_lake.errors import ConfigError
+from malt_lake.errors import ConfigError, LakeError
 from malt_lake.names import check_name
 
 Family = Literal["numeric", "math", "mcq"]
@@ -87,7 +87,7 @@ class DatasetSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, value: str) -> str:
-        return check_name(value, "dataset name")
+        return _valid_name(value, "dataset name")
 
     @field_validator("splits")
     @classmethod
@@ -95,7 +95,7 @@ class DatasetSpec(_Strict):
         if not value:
             raise ValueError("a dataset needs at least one split")
         for split in value:
-            check_name(split, "split name")
+            _valid_name(split, "split name")
         return value
 
 
@@ -123,6 +123,13 @@ class ProjectSettings(_Strict):
             f"unknown dataset {name!r}; configured: {known}. Add it to your config file "
             "(see configs/) and point MALT_CONFIG at it."
         )
+
+
+def _valid_name(value: str, what: str) -> str:
+    try:
+        return check_name(value, what)
+    except LakeError as exc:  # pydantic reports ValueErrors with the field's location
+        raise ValueError(str(exc)) from None
 
 
 def default_settings() -> ProjectSettings:

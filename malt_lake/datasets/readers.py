@@ -21,14 +21,15 @@ class RawRow:
 
 
 def read_rows(path: str | Path) -> Iterator[RawRow]:
-    """Rows of a .jsonl/.json-lines or .parquet file; bad lines come back as problems."""
+    """Rows of a .jsonl or .parquet file; bad lines come back as problems. Checks the file
+    eagerly, yields rows lazily."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"dataset file {file} does not exist; check the path in your config")
     if file.suffix == ".parquet":
-        yield from _parquet_rows(file)
-    elif file.suffix in {".jsonl", ".json", ".ndjson"}:
-        yield from _jsonl_rows(file)
+        return _parquet_rows(file)
+    if file.suffix in {".jsonl", ".json", ".ndjson"}:
+        return _jsonl_rows(file)
     else:
         raise ConfigError(f"dataset file {file}: unsupported extension; use .jsonl or .parquet")
 

@@ -1,0 +1,129 @@
+"""Dagster: definitions load, and the ingest assets materialize into a temp lake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from assets.definitions import ALL_ASSETS, defs
+from assets.partitions import shard_partitions
+from assets.resources import LakeResource, ProjectResource
+from malt_lake.query import run_read_only
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resources(lake, config: Path | None = None) -> dict:
+    return {"lake": LakeResource(warehouse=str(lake.root)),
+            "project": ProjectResource(config_file=str(config) if config else None)}
+
+
+def ingest(lake, instance, config: Path | None = None) -> list[str]:
+    result = dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
+                            resources=resources(lake, config))
+    assert result.success
+    keys = sorted(instance.get_dynamic_partitions(shard_partitions.name))
+    for key in keys:
+        assert dg.materialize(ALL_ASSETS, selection=["questions"], partition_key=key,
+                              instance=instance, resources=resources(lake, config)).success
+    return keys
+
+
+def test_definitions_load_and_validate():
+    assert {key.to_user_string() for key in defs.resolve_all_asset_keys()} >= {
+        "dataset_catalog", "questions"}
+    defs.validate_loadable(defs)
+    proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_builtin_set_materializes_with_deterministic_ids(lake, instance):
+    keys = ingest(lake, instance)
+    assert keys == ["arith.heldout.0000", "arith.heldout.0001", "arith.train.0000",
+                    "arith.train.0001"]
+    counts = run_read_only(lake, "select dataset, shard, count(*) n from questions "
+                                 "group by all order by all").to_pylist()
+    assert counts == [{"dataset": "arith", "shard": s, "n": 16}
+                      for s in ["heldout.0000", "heldout.0001", "train.0000", "train.0001"]]
+    before = run_read_only(lake, "select * from questions order by question_id")
+    ingest(lake, instance)  # a rerun replaces: same ids, same count, same content
+    after = run_read_only(lake, "select * from questions order by question_id")
+    assert before.equals(after)
+    assert run_read_only(lake, "select count(*) n from questions where question_id = "
+                               "'arith:train-000017' and shard = 'train.0001'"
+                         ).to_pylist() == [{"n": 1}]
+
+
+def test_shared_gsm8k_dev_materializes(lake, instance, datasets_dir, tmp_path):
+    config = tmp_path / "gsm.toml"
+    config.write_text(f'[[datasets]]\nname = "gsm8k"\nfamily = "numeric"\nshard_size = 64\n'
+                      f'[datasets.splits.dev]\nkind = "file"\n'
+                      f'path = "{datasets_dir}/gsm8k/dev.jsonl"\n')
+    keys = ingest(lake, instance, config)
+    assert keys == [f"gsm8k.dev.{i:04d}" for i in range(4)]
+    rows = run_read_only(lake, "select shard, count(*) n, min(question_id) first from questions "
+                               "group by all order by all").to_pylist()
+    assert [r["n"] for r in rows] == [64, 64, 64, 8]
+    assert rows[0]["first"] == "gsm8k:gsm8k-train-00000"
+    answer = run_read_only(lake, "select answer from questions where question_id = "
+                                 "'gsm8k:gsm8k-train-00000'").to_pylist()
+    assert answer == [{"answer": "72"}]
+
+
+def test_malformed_dataset_fails_and_writes_nothing(lake, instance, tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id": "a", "question": "1+1?", "answer": "2"}\n')
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[datasets]]\nname = "mine"\nfamily = "numeric"\n'
+                      f'[datasets.splits.train]\nkind = "file"\npath = "{good}"\n')
+    ingest(lake, instance, config)
+    before = run_read_only(lake, "select * from questions")
+    good.write_text('{"id": "a", "question": "1+1?", "answer": "2"}\n{"id": "b"}\n')
+    result = dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
+                            resources=resources(lake, config), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "line 2, field 'question': missing" in str(failure.step_failure_data.error)
+    assert run_read_only(lake, "select * from questions").equals(before)
+    # the questions partition refuses to slice a source that changed since the catalog
+    good.write_text('{"id": "z", "question": "2+2?", "answer": "4"}\n')
+    result = dg.materialize(ALL_ASSETS, selection=["questions"], partition_key="mine.train.0000",
+                            instance=instance, resources=resources(lake, config),
+                            raise_on_error=False)
+    assert not result.success
+    assert run_read_only(lake, "select * from questions").equals(before)
+
+
+def test_unknown_partition_is_refused(lake, instance):
+    ingest(lake, instance)
+    instance.add_dynamic_partitions(shard_partitions.name, ["ghost.train.0000"])
+    result = dg.materialize(ALL_ASSETS, selection=["questions"], partition_key="ghost.train.0000",
+                            instance=instance, resources=resources(lake), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "unknown dataset 'ghost'" in str(failure.step_failure_data.error)
+
+
+def test_cli_end_to_end(warehouse):
+    cli = [str(Path(sys.executable).parent / "malt-lake")]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=300)
+
+    assert run("ingest").returncode == 0
+    counts = run("sql", "select dataset, count(*) from questions group by all")
+    assert counts.returncode == 0 and "arith" in counts.stdout and "│ 64 " in counts.stdout
+    for args, needle in [
+        (["sql", "drop view questions"], "refused a drop statement"),
+        (["materialize", "--select", "questions", "--partition", "../x"],
+         "invalid partition key"),
+        (["materialize", "--select", "questions", "--partition", "arith.train.0099"],
+         "unknown partition 'arith.train.0099'"),
+    ]:
+        proc = run(*args)
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
