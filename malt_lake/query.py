@@ -10,6 +10,10 @@ from malt_lake.errors import QueryRefused
 from malt_lake.lake import Lake
 from malt_lake.sqlfiles import read_sql
 
+# Views over other views, created after the table views (order matters).
+DERIVED_VIEWS = ["views/nodes"]
+ANALYTICS_VIEWS = ["analytics/accuracy_by_turn", "analytics/flips", "analytics/positive_rate",
+                   "analytics/pairs_per_role"]
 READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
@@ -23,6 +27,8 @@ def connect(lake: Lake, *, sandboxed: bool = False) -> duckdb.DuckDBPyConnection
             con.execute(read_sql(f"views/{table}"))
         else:
             con.register(table, schema.empty_table())
+    for name in DERIVED_VIEWS + ANALYTICS_VIEWS:
+        con.execute(read_sql(name))
     if sandboxed:
         con.execute("set allowed_directories = [$root]", {"root": str(lake.root) + "/"})
         con.execute("set enable_external_access = false")

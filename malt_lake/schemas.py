@@ -40,8 +40,99 @@ SHARDS = pa.schema(
     ]
 )
 
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+# What every generated row records: what made it and how (DESIGN.md section 3).
+GENERATED_FIELDS = [
+    ("prompt", MESSAGES),
+    ("text", pa.string()),            # null when the sample failed (see `error`)
+    ("pred_answer", pa.string()),     # the final answer extracted from `text`, if any
+    ("parse_ok", pa.bool_()),
+    ("error", pa.string()),           # a recorded failure; such a node gets no children
+    ("finish_reason", pa.string()),
+    ("model", pa.string()),
+    ("adapter", pa.string()),         # adapter path, null for the base model
+    ("template_hash", pa.string()),
+    ("temperature", pa.float64()),
+    ("top_p", pa.float64()),
+    ("max_tokens", pa.int64()),
+    ("seed", pa.int64()),
+    ("n_samples", pa.int64()),        # n requested for this prompt (the branching factor)
+    ("n_prompt_tokens", pa.int64()),
+    ("n_tokens", pa.int64()),
+]
+_PART = [("dataset", pa.string()), ("shard", pa.string()), ("question_id", pa.string())]
+
+GENERATIONS = pa.schema([*_PART, ("g_idx", pa.int64()), ("g_id", pa.string()),
+                         *GENERATED_FIELDS])
+CRITIQUES = pa.schema([*_PART, ("g_id", pa.string()), ("v_idx", pa.int64()),
+                       ("v_id", pa.string()), *GENERATED_FIELDS])
+REFINEMENTS = pa.schema([*_PART, ("g_id", pa.string()), ("v_id", pa.string()),
+                         ("r_idx", pa.int64()), ("r_id", pa.string()), *GENERATED_FIELDS])
+
+_REWARD_FIELDS = [
+    ("pred_answer", pa.string()),
+    ("gold_answer", pa.string()),
+    ("reward", pa.int8()),      # 1 right, 0 wrong or unparsable, null for a failed sample
+    ("parse_ok", pa.bool_()),
+    ("checker", pa.string()),
+]
+LEAF_REWARDS = pa.schema([*_PART, ("g_id", pa.string()), ("v_id", pa.string()),
+                          ("r_id", pa.string()), *_REWARD_FIELDS])
+GENERATION_REWARDS = pa.schema([*_PART, ("g_id", pa.string()), *_REWARD_FIELDS])
+
+CREDIT = pa.schema([
+    *_PART,
+    ("node_id", pa.string()),
+    ("parent_id", pa.string()),
+    ("role", pa.string()),        # generator | verifier | refiner
+    ("value", pa.float64()),      # refiner: its reward; others: mean of children's values
+    ("label", pa.bool_()),        # value > theta; null when the node has no value
+    ("theta", pa.float64()),
+    ("n_children", pa.int64()),   # children with a value (fewer than n = recorded failures)
+])
+
+SFT = pa.schema([
+    *_PART,
+    ("node_id", pa.string()),
+    ("role", pa.string()),
+    ("prompt", MESSAGES),
+    ("completion", MESSAGES),
+    ("value", pa.float64()),
+    ("theta", pa.float64()),
+])
+
+DPO = pa.schema([
+    *_PART,
+    ("parent_id", pa.string()),
+    ("pos_id", pa.string()),
+    ("neg_id", pa.string()),
+    ("role", pa.string()),
+    ("prompt", MESSAGES),
+    ("chosen", MESSAGES),
+    ("rejected", MESSAGES),
+    ("chosen_value", pa.float64()),
+    ("rejected_value", pa.float64()),
+    ("theta", pa.float64()),
+])
+
+ROLES = ("generator", "verifier", "refiner")
+SFT_TABLES = {f"sft_{role}": role for role in ROLES}
+DPO_TABLES = {f"dpo_{role}": role for role in ROLES}
+
 # Tables partitioned by (dataset, shard) and tables written whole.
-PARTITIONED: dict[str, pa.Schema] = {"questions": QUESTIONS}
+PARTITIONED: dict[str, pa.Schema] = {
+    "questions": QUESTIONS,
+    "generations": GENERATIONS,
+    "critiques": CRITIQUES,
+    "refinements": REFINEMENTS,
+    "leaf_rewards": LEAF_REWARDS,
+    "generation_rewards": GENERATION_REWARDS,
+    "credit": CREDIT,
+    **{name: SFT for name in SFT_TABLES},
+    **{name: DPO for name in DPO_TABLES},
+}
 UNPARTITIONED: dict[str, pa.Schema] = {"shards": SHARDS}
 
 

@@ -1,0 +1,64 @@
+"""Rewards for a partition: check every generator answer and every refinement (leaf)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from malt_lake.errors import LakeError
+from malt_lake.lake import Lake
+from malt_lake.names import PartitionKey
+from malt_lake.rewards import checker_for
+from malt_lake.rewards.base import check
+
+
+def _questions(lake: Lake, key: PartitionKey) -> dict[str, dict]:
+    table = lake.read_partition("questions", key)
+    if table is None:
+        raise LakeError(f"no questions for {key}; materialize `questions` for it first")
+    return {row["question_id"]: row for row in table.to_pylist()}
+
+
+def score_rows(rows: list[dict], questions: dict[str, dict], id_columns: list[str]) -> list[dict]:
+    """One reward row per generated row. A failed sample (error) gets a null reward: it is a
+    missing child, not a wrong answer."""
+    out = []
+    for row in rows:
+        question = questions[row["question_id"]]
+        checker = checker_for(question["family"])
+        base = {c: row[c] for c in ["dataset", "shard", "question_id", *id_columns]}
+        if row["error"] is not None or row["text"] is None:
+            out.append({**base, "pred_answer": None, "gold_answer": question["answer"],
+                        "reward": None, "parse_ok": False, "checker": "failed"})
+            continue
+        result = check(checker, row["text"], question["answer"], question["choices"])
+        out.append({**base, "pred_answer": result.pred_answer,
+                    "gold_answer": question["answer"], "reward": result.reward,
+                    "parse_ok": result.parse_ok, "checker": checker.name})
+    return out
+
+
+def leaf_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
+    refinements = _require(lake, "refinements", key)
+    rows = score_rows(refinements.to_pylist(), _questions(lake, key), ["g_id", "v_id", "r_id"])
+    return _table(rows, ["g_id", "v_id", "r_id"])
+
+
+def generation_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
+    generations = _require(lake, "generations", key)
+    rows = score_rows(generations.to_pylist(), _questions(lake, key), ["g_id"])
+    return _table(rows, ["g_id"])
+
+
+def _require(lake: Lake, table: str, key: PartitionKey) -> pa.Table:
+    data = lake.read_partition(table, key)
+    if data is None:
+        raise LakeError(f"no {table} for {key}; materialize `{table}` for it first")
+    return data
+
+
+def _table(rows: list[dict], id_columns: list[str]) -> pa.Table:
+    schema = {c: pl.String for c in ["dataset", "shard", "question_id", *id_columns]}
+    schema.update(pred_answer=pl.String, gold_answer=pl.String, reward=pl.Int8,
+                  parse_ok=pl.Boolean, checker=pl.String)
+    return pl.DataFrame(rows, schema=schema).to_arrow()
