@@ -37,13 +37,36 @@ def ingest(
 
 @app.command()
 def materialize(
-    select: Annotated[str, typer.Option(help="Comma-separated asset names.")],
-    partition: Annotated[str | None, typer.Option(help="Partition key, e.g. arith.train.0000.")]
-    = None,
+    select: Annotated[str, typer.Option(
+        help="Comma-separated asset names or aliases: expansion (G, V, R), cheap (credit + "
+             "role datasets), role_datasets, tree (everything after questions).")],
+    partition: Annotated[list[str] | None, typer.Option(
+        help="Partition key(s), e.g. arith.train.0000 (repeatable).")] = None,
+    all_train: Annotated[bool, typer.Option(
+        "--all-train", help="Every registered partition of a 'train' split.")] = False,
+    theta: Annotated[float | None, typer.Option(help="Credit threshold in (0, 1).")] = None,
+    n: Annotated[int | None, typer.Option(help="Branching factor for G, V and R.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most new tokens per sample.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
 ) -> None:
-    """Materialize a selection of assets for one partition (or unpartitioned assets)."""
-    runner.materialize([s.strip() for s in select.split(",") if s.strip()], partition)
-    console.print(f"materialized {select}" + (f" for {partition}" if partition else ""))
+    """Materialize assets for partitions, e.g. credit with another theta (no model calls)."""
+    selection = runner.expand_selection([s.strip() for s in select.split(",") if s.strip()])
+    if theta is not None:
+        from malt_lake.credit import validate_theta
+
+        validate_theta(theta)
+    overrides = {k: v for k, v in {"n": n, "max_tokens": max_tokens,
+                                   "temperature": temperature}.items() if v is not None}
+    config = runner.run_config_for(theta, overrides, selection)
+    keys = list(partition or [])
+    if all_train:
+        keys += [k for k in runner.registered_partitions() if k.split(".")[1] == "train"]
+    for key in keys or [None]:
+        started = time.perf_counter()
+        runner.materialize(selection, key, config)
+        console.print(f"materialized {', '.join(selection)}"
+                      + (f" for {key}" if key else "")
+                      + f" in {time.perf_counter() - started:.1f}s")
 
 
 @app.command()

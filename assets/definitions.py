@@ -2,9 +2,15 @@
 
 import dagster as dg
 
+from assets.credit import credit, generation_rewards, leaf_rewards, role_dataset_tables
+from assets.expansion import critiques, generations, refinements
 from assets.questions import dataset_catalog, questions
 from assets.resources import resources_for_env
 
-ALL_ASSETS = [dataset_catalog, questions]
+ALL_ASSETS = [
+    dataset_catalog, questions,
+    generations, critiques, refinements,
+    generation_rewards, leaf_rewards, credit, role_dataset_tables,
+]
 
 defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_for_env())

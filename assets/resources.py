@@ -7,6 +7,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
+from malt_lake.backends import Backend, BackendSettings, build_backend
 from malt_lake.lake import Lake
 from malt_lake.settings import ProjectSettings, load_settings, warehouse_root
 
@@ -31,11 +32,44 @@ class ProjectResource(dg.ConfigurableResource):
         return load_settings(self.config_file)
 
 
+class BackendResource(dg.ConfigurableResource):
+    """The model that expands trees (one instance per run, shared by the roles)."""
+
+    kind: str = Field(default="transformers", description="transformers | vllm | openai | fake")
+    model: str = Field(default="embedded", description="'embedded', a model dir or hub id")
+    dtype: str = Field(default="bfloat16", description="transformers dtype")
+    max_batch_rows: int = Field(default=96, description="transformers: rows decoded together")
+    base_url: str | None = Field(default=None, description="openai: server URL (…/v1)")
+    fake_delay_s: float = Field(default=0.0, description="fake backend: seconds per batch")
+
+    def settings(self) -> BackendSettings:
+        return BackendSettings(kind=self.kind, model=self.model, dtype=self.dtype,
+                               max_batch_rows=self.max_batch_rows, base_url=self.base_url,
+                               fake_delay_s=self.fake_delay_s)
+
+    def build(self) -> Backend:
+        return build_backend(self.settings())
+
+
+# MALT_ENV picks the backend; MALT_BACKEND / MALT_MODEL / MALT_BASE_URL override it.
+ENV_BACKENDS = {
+    "local": {"kind": "transformers", "model": "embedded"},
+    "test": {"kind": "fake", "model": "fake"},
+    "gpu": {"kind": "vllm", "model": "Qwen/Qwen2.5-1.5B-Instruct"},
+}
+
+
 def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResource]:
     env = env or os.environ.get("MALT_ENV", "local")
-    if env not in {"local", "test", "gpu"}:
-        raise ValueError(f"MALT_ENV={env!r}: expected local, test or gpu")
+    if env not in ENV_BACKENDS:
+        raise ValueError(f"MALT_ENV={env!r}: expected one of {sorted(ENV_BACKENDS)}")
+    backend = dict(ENV_BACKENDS[env])
+    for field, variable in [("kind", "MALT_BACKEND"), ("model", "MALT_MODEL"),
+                            ("base_url", "MALT_BASE_URL")]:
+        if os.environ.get(variable):
+            backend[field] = os.environ[variable]
     return {
         "lake": LakeResource(warehouse=str(warehouse_root())),
         "project": ProjectResource(config_file=os.environ.get("MALT_CONFIG")),
+        "backend": BackendResource(**backend),
     }

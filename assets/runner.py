@@ -35,6 +35,40 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+ALIASES = {
+    "role_datasets": ["sft_generator", "sft_verifier", "sft_refiner",
+                      "dpo_generator", "dpo_verifier", "dpo_refiner"],
+    "expansion": ["generations", "critiques", "refinements"],
+    "tree": ["generations", "critiques", "refinements", "generation_rewards", "leaf_rewards",
+             "credit", "sft_generator", "sft_verifier", "sft_refiner", "dpo_generator",
+             "dpo_verifier", "dpo_refiner"],
+    "cheap": ["credit", "sft_generator", "sft_verifier", "sft_refiner",
+              "dpo_generator", "dpo_verifier", "dpo_refiner"],
+}
+
+
+def expand_selection(selection: Sequence[str]) -> list[str]:
+    """Asset names, with aliases (role_datasets, expansion, tree, cheap) expanded."""
+    out: list[str] = []
+    for name in selection:
+        for item in ALIASES.get(name, [name]):
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def run_config_for(theta: float | None = None, role_overrides: dict[str, Any] | None = None,
+                   selection: Sequence[str] = ()) -> dict[str, Any]:
+    """Run config: theta for credit, sampling overrides for the expansion assets selected."""
+    ops: dict[str, Any] = {}
+    if theta is not None and "credit" in selection:
+        ops["credit"] = {"config": {"theta": theta}}
+    for asset in ("generations", "critiques", "refinements"):
+        if role_overrides and asset in selection:
+            ops[asset] = {"config": dict(role_overrides)}
+    return {"ops": ops} if ops else {}
+
+
 def materialize(
     selection: Sequence[str],
     partition_key: str | None = None,
@@ -56,9 +90,10 @@ def materialize(
                 "lists them)"
             )
 
+    selection = expand_selection(selection)
     result = dg.materialize(
         ALL_ASSETS,
-        selection=list(selection),
+        selection=selection,
         partition_key=partition_key,
         run_config={**QUIET, **(run_config or {})},
         resources=resources_for_env(),  # read the environment now, not at import

@@ -9,7 +9,7 @@ import math
 
 import pyarrow as pa
 
-from malt_lake.errors import ConfigError
+from malt_lake.errors import ConfigError, LakeError
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
 from malt_lake.query import connect
@@ -36,6 +36,7 @@ def validate_theta(theta: object) -> float:
 def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
     """One row per tree node of the partition: value, label at theta, valued children."""
     theta = validate_theta(theta)
+    _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
     con = connect(lake)
     try:
         return con.sql(read_sql("credit/credit"), params={
@@ -47,6 +48,7 @@ def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
 
 def role_datasets(lake: Lake, key: PartitionKey) -> dict[str, pa.Table]:
     """SFT positives and DPO sibling pairs of every role, from the partition's credit."""
+    _require(lake, key, ["credit"])
     con = connect(lake)
     params = {"dataset": key.dataset, "shard": key.shard}
     try:
@@ -62,6 +64,13 @@ def role_datasets(lake: Lake, key: PartitionKey) -> dict[str, pa.Table]:
         con.close()
 
 
+def _require(lake: Lake, key: PartitionKey, tables: list[str]) -> None:
+    missing = [t for t in tables if not lake.partition_file(t, key).exists()]
+    if missing:
+        raise LakeError(f"partition {key} has no {', '.join(missing)} yet; materialize "
+                        f"{' and '.join(f'`{m}`' for m in missing)} for it first")
+
+
 CHECKS = {
     "tree_completeness": "checks/tree_completeness",
     "credit_consistency": "checks/credit_consistency",
@@ -69,12 +78,32 @@ CHECKS = {
 }
 
 
-def check_partition(lake: Lake, key: PartitionKey, check: str) -> pa.Table:
-    """Rows that violate one contract check (empty = the check passes)."""
+def check_partition(lake: Lake, key: PartitionKey, check: str, role: str | None = None
+                    ) -> pa.Table:
+    """Rows that violate one contract check (empty = the check passes). ``dpo_pairs`` takes
+    the role whose pairs to check."""
     con = connect(lake)
     try:
-        return con.sql(read_sql(CHECKS[check]), params={
-            "dataset": key.dataset, "shard": key.shard,
-        }).to_arrow_table()
+        params = {"dataset": key.dataset, "shard": key.shard}
+        if role is not None:
+            params["role"] = role
+        return con.sql(read_sql(CHECKS[check]), params=params).to_arrow_table()
     finally:
         con.close()
+
+
+def value_histogram(credit: pa.Table, bins: int = 10) -> pa.Table:
+    """Counts of node values per role in ``bins`` equal buckets of [0, 1] (for the UI)."""
+    con = connect_memory()
+    try:
+        con.register("credit_rows", credit)
+        return con.sql(read_sql("analytics/value_histogram"), params={"bins": bins}
+                       ).to_arrow_table()
+    finally:
+        con.close()
+
+
+def connect_memory():
+    import duckdb
+
+    return duckdb.connect(":memory:")

@@ -109,6 +109,11 @@ def _rows_outside(data: pa.Table, key: PartitionKey) -> int:
                if d != key.dataset or s != key.shard)
 
 
+def atomic_write(data: pa.Table, target: Path) -> Path:
+    """Write ``data`` to ``target`` via temp file + rename (for files outside table layout)."""
+    return _atomic_write(data, target)
+
+
 def _atomic_write(data: pa.Table, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target.parent)

@@ -98,8 +98,10 @@ def test_role_datasets_load_with_hf_datasets_in_trl_format(worked, tmp_path):
 def test_contract_checks_pass_on_a_good_tree_and_catch_breakage(worked):
     write_credit(worked, 0.5)
     write_roles(worked)
-    for check in ("tree_completeness", "credit_consistency", "dpo_pairs"):
+    for check in ("tree_completeness", "credit_consistency"):
         assert check_partition(worked, KEY, check).num_rows == 0, check
+    for role in ("generator", "verifier", "refiner"):
+        assert check_partition(worked, KEY, "dpo_pairs", role).num_rows == 0, role
     # a verifier node with a missing (unrecorded) child breaks completeness
     refinements = worked.read_partition("refinements", KEY)
     worked.write_partition("refinements", KEY, refinements.slice(1))
@@ -116,7 +118,7 @@ def test_contract_checks_pass_on_a_good_tree_and_catch_breakage(worked):
     problems = check_partition(worked, KEY, "credit_consistency").to_pylist()
     assert problems == [{"node_id": credit[0]["node_id"],
                          "problem": "label disagrees with value > theta"}]
-    assert check_partition(worked, KEY, "dpo_pairs").num_rows >= 1
+    assert check_partition(worked, KEY, "dpo_pairs", "generator").num_rows >= 1
 
 
 @pytest.mark.parametrize("theta", [0, 1, 1.5, -0.1, "abc", float("nan"), None, True])

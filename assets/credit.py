@@ -1,0 +1,138 @@
+"""Rewards, credit and role datasets: cheap, recomputable from the lake, never a model call.
+
+No `from __future__ import annotations` here: Dagster inspects the context annotation.
+"""
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.partitions import shard_partitions
+from assets.resources import LakeResource
+from malt_lake.credit import (
+    DEFAULT_THETA,
+    check_partition,
+    compute_credit,
+    role_datasets,
+    value_histogram,
+)
+from malt_lake.lake import partition_lock
+from malt_lake.markdown import to_markdown
+from malt_lake.names import PartitionKey
+from malt_lake.schemas import DPO_TABLES, SFT_TABLES
+from malt_lake.scoring import generation_rewards as score_generations
+from malt_lake.scoring import leaf_rewards as score_leaves
+from malt_lake.sqlfiles import sql_path
+
+
+def _reward_metadata(table, path) -> dict:
+    rewards = [r for r in table.column("reward").to_pylist() if r is not None]
+    parsed = table.column("parse_ok").to_pylist()
+    return {
+        "dagster/row_count": table.num_rows,
+        "accuracy": sum(rewards) / len(rewards) if rewards else 0.0,
+        "parse_rate": sum(parsed) / len(parsed) if parsed else 0.0,
+        "failed_samples": table.num_rows - len(rewards),
+        "path": dg.MetadataValue.path(str(path)),
+    }
+
+
+@dg.asset(group_name="credit", partitions_def=shard_partitions,
+          deps=["generations", "questions"], kinds={"parquet"})
+def generation_rewards(context: dg.AssetExecutionContext,
+                       lake: LakeResource) -> dg.MaterializeResult:
+    """Whether each generator answer is right (for analytics and the SA baseline)."""
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+    with partition_lock(the_lake, "generation_rewards", key):
+        table = score_generations(the_lake, key)
+        path = the_lake.write_partition("generation_rewards", key, table)
+    return dg.MaterializeResult(metadata=_reward_metadata(table, path))
+
+
+@dg.asset(group_name="credit", partitions_def=shard_partitions,
+          deps=["refinements", "questions"], kinds={"parquet"})
+def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Binary reward of every refinement: its final answer equals the ground truth."""
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+    with partition_lock(the_lake, "leaf_rewards", key):
+        table = score_leaves(the_lake, key)
+        path = the_lake.write_partition("leaf_rewards", key, table)
+    return dg.MaterializeResult(metadata=_reward_metadata(table, path))
+
+
+class CreditConfig(dg.Config):
+    """MALT's threshold: a node is positive when its value > theta (strict)."""
+
+    theta: float = Field(default=DEFAULT_THETA, description="Threshold in (0, 1); paper: 0.5.")
+
+
+CREDIT_CHECKS = [
+    dg.AssetCheckSpec("tree_completeness", asset="credit",
+                      description="every node has n children or a recorded failure"),
+    dg.AssetCheckSpec("credit_consistency", asset="credit",
+                      description="unique node ids, values in [0, 1], labels = value > theta"),
+]
+
+
+@dg.asset(group_name="credit", partitions_def=shard_partitions,
+          deps=[leaf_rewards, "generations", "critiques", "refinements"],
+          check_specs=CREDIT_CHECKS, kinds={"duckdb", "parquet"})
+def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeResource):
+    """Value of every tree node (mean of its children's values) and its label at theta."""
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+    with partition_lock(the_lake, "credit", key):
+        table = compute_credit(the_lake, key, config.theta)
+        path = the_lake.write_partition("credit", key, table)
+    frame = pl.from_arrow(table)
+    by_role = (frame.group_by("role").agg(
+        pl.len().alias("nodes"), pl.col("label").cast(pl.Float64).mean().alias("positive_rate"),
+        pl.col("value").mean().alias("mean_value")).sort("role"))
+    yield dg.MaterializeResult(metadata={
+        "dagster/row_count": table.num_rows,
+        "theta": config.theta,
+        "by_role": dg.MetadataValue.md(to_markdown(by_role)),
+        "value_histogram": dg.MetadataValue.md(to_markdown(value_histogram(table))),
+        "path": dg.MetadataValue.path(str(path)),
+        "sql": dg.MetadataValue.path(str(sql_path("credit/credit"))),
+    })
+    for spec in CREDIT_CHECKS:
+        bad = check_partition(the_lake, key, spec.name)
+        yield dg.AssetCheckResult(
+            check_name=spec.name, passed=bad.num_rows == 0,
+            metadata={"violations": bad.num_rows,
+                      "examples": dg.MetadataValue.md(to_markdown(bad.slice(0, 5))
+                                                      if bad.num_rows else "none")})
+
+
+ROLE_SPECS = [
+    dg.AssetSpec(name, group_name="role_datasets", partitions_def=shard_partitions,
+                 deps=[credit], kinds={"duckdb", "parquet"},
+                 description=f"{'SFT positives' if name in SFT_TABLES else 'DPO sibling pairs'}"
+                             f" of the {role} (TRL conversational format)")
+    for name, role in {**SFT_TABLES, **DPO_TABLES}.items()
+]
+DPO_CHECKS = [dg.AssetCheckSpec("pairs_are_siblings", asset=name,
+                                description="each pair: one positive, one negative, one parent")
+              for name in DPO_TABLES]
+
+
+@dg.multi_asset(specs=ROLE_SPECS, check_specs=DPO_CHECKS, can_subset=False)
+def role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
+    """SFT and DPO datasets of every role for one partition, from its credit rows."""
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+    with partition_lock(the_lake, "role_datasets", key):
+        tables = role_datasets(the_lake, key)
+        paths = {name: the_lake.write_partition(name, key, t) for name, t in tables.items()}
+    for name, table in tables.items():
+        yield dg.MaterializeResult(asset_key=name, metadata={
+            "dagster/row_count": table.num_rows,
+            "theta": table.column("theta")[0].as_py() if table.num_rows else None,
+            "path": dg.MetadataValue.path(str(paths[name])),
+            "sql": dg.MetadataValue.path(str(sql_path(
+                "roles/sft" if name in SFT_TABLES else "roles/dpo"))),
+        })
+    for name, role in DPO_TABLES.items():
+        bad = check_partition(the_lake, key, "dpo_pairs", role)
+        yield dg.AssetCheckResult(asset_key=name, check_name="pairs_are_siblings",
+                                  passed=bad.num_rows == 0,
+                                  metadata={"violations": bad.num_rows})

@@ -1,0 +1,81 @@
+"""Tree expansion assets: generator answers, verifier critiques, refiner final answers.
+
+No `from __future__ import annotations` here: Dagster inspects the context annotation.
+"""
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.partitions import shard_partitions
+from assets.resources import BackendResource, LakeResource
+from malt_lake.expand import ROLE_TABLE, RoleSettings, expand
+from malt_lake.lake import partition_lock
+from malt_lake.markdown import to_markdown
+from malt_lake.names import PartitionKey
+
+
+class ExpandConfig(dg.Config):
+    """Sampling for one role; defaults are the paper's (n = 3, temperature 0.3)."""
+
+    n: int = Field(default=3, description="Samples per parent (branching factor).")
+    temperature: float = Field(default=0.3, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(default=256, description="Most new tokens per sample.")
+    seed: int = Field(default=0, description="Base seed, recorded on every row.")
+    batch_prompts: int = Field(default=32, description="Parents per checkpointed batch.")
+    adapter: str | None = Field(default=None, description="LoRA adapter dir; None = base.")
+
+
+def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
+            lake: LakeResource, backend: BackendResource) -> dg.MaterializeResult:
+    key = PartitionKey.parse(context.partition_key)
+    the_lake = lake.lake()
+    table_name = ROLE_TABLE[role]
+    with partition_lock(the_lake, table_name, key):
+        model = backend.build()
+        try:
+            table = expand(the_lake, key, role, model, RoleSettings(**config.model_dump()),
+                           log=context.log.info)
+        finally:
+            model.close()
+    rows = table.to_pylist()
+    failed = sum(1 for r in rows if r["error"] is not None)
+    unparsed = sum(1 for r in rows if r["error"] is None and not r["parse_ok"])
+    tokens = sum(r["n_tokens"] for r in rows)
+    sample = table.select(["prompt", "text", "pred_answer"]).slice(0, 3).to_pylist()
+    preview = [{"text": r["text"], "pred_answer": r["pred_answer"]} for r in sample]
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": table.num_rows,
+        "failed_samples": failed,
+        "unparsed_samples": unparsed,
+        "completion_tokens": tokens,
+        "model": rows[0]["model"] if rows else "",
+        "path": dg.MetadataValue.path(str(the_lake.partition_file(table_name, key))),
+        "preview": dg.MetadataValue.md(to_markdown(pl.DataFrame(preview)) if preview
+                                       else "empty"),
+    })
+
+
+@dg.asset(group_name="expand", partitions_def=shard_partitions, deps=["questions"],
+          kinds={"parquet", "llm"})
+def generations(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
+                backend: BackendResource) -> dg.MaterializeResult:
+    """n generator answers per question."""
+    return _expand(context, "generator", config, lake, backend)
+
+
+@dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[generations],
+          kinds={"parquet", "llm"})
+def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
+              backend: BackendResource) -> dg.MaterializeResult:
+    """n verifier critiques per generator answer."""
+    return _expand(context, "verifier", config, lake, backend)
+
+
+@dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[critiques],
+          kinds={"parquet", "llm"})
+def refinements(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
+                backend: BackendResource) -> dg.MaterializeResult:
+    """n refiner final answers per critique: the leaves of the tree."""
+    return _expand(context, "refiner", config, lake, backend)

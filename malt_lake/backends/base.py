@@ -1,0 +1,63 @@
+"""One generation protocol for every backend: chat requests in, n completions each out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from malt_lake.errors import MaltLakeError
+
+Message = dict[str, str]
+
+
+class BackendError(MaltLakeError):
+    """The backend could not serve a whole batch (server down, model missing...)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 3
+    temperature: float = 0.3
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    messages: list[Message]
+    adapter: str | None = None  # LoRA adapter directory; None = the base model
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str | None
+    n_prompt_tokens: int
+    n_tokens: int
+    finish_reason: str | None  # "stop" | "length" | None on failure
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, error: str) -> Completion:
+        return cls(None, 0, 0, None, error)
+
+
+class Backend(Protocol):
+    """Generates ``params.n`` completions for every request, in request order."""
+
+    model_id: str
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 params: SamplingParams) -> list[list[Completion]]: ...
+
+    def close(self) -> None: ...

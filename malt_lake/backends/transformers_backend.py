@@ -1,0 +1,212 @@
+"""The embedded default backend: Hugging Face transformers, CPU or GPU.
+
+Faster than calling ``generate`` per request because it (1) prefills each prompt once and
+copies its KV cache to the n samples instead of prefilling n copies, (2) decodes large
+batches that span many prompts of a tree level, sorted by length so padding stays small, and
+(3) drops finished rows from the batch and the cache, so short answers stop costing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from malt_lake.backends.base import (
+    BackendError,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+)
+from malt_lake.errors import ConfigError, HubUnavailable
+
+COMPACT_EVERY = 4  # decode steps between removals of finished rows
+
+
+def resolve_model(model: str) -> tuple[str, Path | str]:
+    """(model id to record, what to load from) for 'embedded', a local dir or a hub id."""
+    from malt_lake.backends import embedded
+
+    if model in {"embedded", "", None}:
+        return embedded.MODEL_ID, embedded.embedded_model_dir()
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model directory {path} has no config.json; point the model "
+                              "setting at a Hugging Face model directory")
+        return str(path.resolve()), path
+    if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1):
+        raise ConfigError(f"model path {model!r} does not exist")
+    return model, model  # a hub id, resolved on load
+
+
+class TransformersBackend:
+    """Batched sampling on one base model; LoRA adapters chosen per request."""
+
+    def __init__(self, model: str = "embedded", device: str | None = None,
+                 dtype: str = "bfloat16", max_batch_rows: int = 96,
+                 prefill_tokens: int = 8192) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_id, source = resolve_model(model)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.max_batch_rows = max_batch_rows
+        self.prefill_tokens = prefill_tokens
+        load = {"trust_remote_code": False}
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline,
+                                                           **load)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=getattr(torch, dtype), use_safetensors=True,
+                local_files_only=offline, **load).to(self.device).eval()
+        except OSError as exc:
+            if isinstance(source, str):
+                raise HubUnavailable(
+                    f"cannot load model {source!r}: not a local directory and the hub is not "
+                    f"reachable ({exc.__class__.__name__}). Download it where you have network "
+                    "and set the model to its directory") from exc
+            raise ConfigError(f"cannot load model from {source}: {exc}") from exc
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = sorted({*(eos if isinstance(eos, list) else [eos]),
+                               self.tokenizer.eos_token_id} - {None})
+        self.adapters: dict[str, str] = {}
+
+    # -- adapters ---------------------------------------------------------------------------
+    def _use_adapter(self, adapter: str | None) -> None:
+        from malt_lake.backends.adapters import activate_adapter
+
+        self.model = activate_adapter(self, adapter)
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest],
+                 params: SamplingParams) -> list[list[Completion]]:
+        results: list[list[Completion] | None] = [None] * len(requests)
+        by_adapter: dict[str | None, list[int]] = {}
+        for index, request in enumerate(requests):
+            by_adapter.setdefault(request.adapter, []).append(index)
+        for adapter, indices in by_adapter.items():
+            self._use_adapter(adapter)
+            prompts = [self._encode(requests[i].messages) for i in indices]
+            order = sorted(range(len(indices)), key=lambda j: -len(prompts[j]))
+            for batch in self._batches(order, prompts, params.n):
+                seed = _batch_seed(params.seed, [requests[indices[j]].request_id for j in batch])
+                texts = self._sample([prompts[j] for j in batch], params, seed)
+                for j, completions in zip(batch, texts, strict=True):
+                    results[indices[j]] = completions
+        return [r if r is not None else [] for r in results]
+
+    def _encode(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 tokenize=True, return_dict=False)
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+    def _batches(self, order: list[int], prompts: list[list[int]], n: int) -> list[list[int]]:
+        per_batch = max(1, self.max_batch_rows // n)
+        batches, current = [], []
+        for j in order:
+            longest = len(prompts[current[0]]) if current else len(prompts[j])
+            if current and (len(current) >= per_batch
+                            or longest * (len(current) + 1) > self.prefill_tokens):
+                batches.append(current)
+                current = []
+            current.append(j)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _sample(self, prompts: list[list[int]], params: SamplingParams,
+                seed: int) -> list[list[Completion]]:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                return self._sample_unsafe(prompts, params, seed)
+        except torch.OutOfMemoryError as exc:
+            raise BackendError(f"out of memory with {len(prompts)} prompts x n={params.n}; "
+                               "lower max_batch_rows") from exc
+
+    def _sample_unsafe(self, prompts: list[list[int]], params: SamplingParams,
+                       seed: int) -> list[list[Completion]]:
+        import torch
+        from transformers import DynamicCache
+
+        device, n = self.device, params.n
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                            device=device)
+        cache = DynamicCache()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        # one prefill per prompt; the n samples share it
+        cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)
+        mask = mask.repeat_interleave(n, dim=0)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        rows = torch.arange(len(prompts) * n, device=device)  # original row of each live row
+        tokens: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+        finished = [False] * (len(prompts) * n)
+        eos = torch.tensor(self.eos_ids, device=device)
+        # rows are dropped from the batch (and cache) once finished
+        for step in range(params.max_tokens):
+            next_tokens = _pick(logits, params, generator)
+            done_now = torch.isin(next_tokens, eos)
+            for row, token, done in zip(rows.tolist(), next_tokens.tolist(), done_now.tolist(),
+                                        strict=True):
+                if finished[row]:
+                    continue
+                if done:
+                    finished[row] = True
+                else:
+                    tokens[row].append(token)
+            live = torch.tensor([not finished[r] for r in rows.tolist()], device=device)
+            n_live = int(live.sum())
+            if n_live == 0 or step == params.max_tokens - 1:
+                break
+            if n_live < len(rows) and (step % COMPACT_EVERY == COMPACT_EVERY - 1
+                                       or n_live <= len(rows) // 2):
+                keep = live.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                rows, mask, next_tokens = rows[keep], mask[keep], next_tokens[keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            positions = mask.sum(-1, keepdim=True) - 1
+            out = self.model(input_ids=next_tokens[:, None], attention_mask=mask,
+                             position_ids=positions, past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :].float()
+        texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        completions = [
+            Completion(text, len(prompts[i // n]), len(tokens[i]),
+                       "stop" if finished[i] else "length")
+            for i, text in enumerate(texts)
+        ]
+        return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _pick(logits, params: SamplingParams, generator):
+    import torch
+
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs > params.top_p
+        sorted_probs[drop] = 0
+        probs = torch.zeros_like(probs).scatter(-1, sorted_idx, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _batch_seed(seed: int, request_ids: list[str]) -> int:
+    digest = hashlib.sha256(f"{seed}|{'|'.join(request_ids)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
