@@ -48,6 +48,8 @@ def materialize(
     n: Annotated[int | None, typer.Option(help="Branching factor for G, V and R.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most new tokens per sample.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    batch_prompts: Annotated[int | None, typer.Option(
+        help="Parents per checkpointed batch.")] = None,
 ) -> None:
     """Materialize assets for partitions, e.g. credit with another theta (no model calls)."""
     selection = runner.expand_selection([s.strip() for s in select.split(",") if s.strip()])
@@ -55,8 +57,8 @@ def materialize(
         from malt_lake.credit import validate_theta
 
         validate_theta(theta)
-    overrides = {k: v for k, v in {"n": n, "max_tokens": max_tokens,
-                                   "temperature": temperature}.items() if v is not None}
+    overrides = {k: v for k, v in {"n": n, "max_tokens": max_tokens, "temperature": temperature,
+                                   "batch_prompts": batch_prompts}.items() if v is not None}
     config = runner.run_config_for(theta, overrides, selection)
     keys = list(partition or [])
     if all_train:

@@ -68,6 +68,8 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
                             ("base_url", "MALT_BASE_URL")]:
         if os.environ.get(variable):
             backend[field] = os.environ[variable]
+    if os.environ.get("MALT_FAKE_DELAY_S"):
+        backend["fake_delay_s"] = float(os.environ["MALT_FAKE_DELAY_S"])
     return {
         "lake": LakeResource(warehouse=str(warehouse_root())),
         "project": ProjectResource(config_file=os.environ.get("MALT_CONFIG")),

@@ -1,0 +1,45 @@
+"""The real embedded model end to end at a tiny size, through Dagster materializations."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from assets.definitions import ALL_ASSETS
+from assets.partitions import shard_partitions
+from assets.resources import BackendResource, LakeResource, ProjectResource
+from malt_lake.names import PartitionKey
+from malt_lake.query import run_read_only
+
+KEY = "arith.train.0000"
+
+
+def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text('[[datasets]]\nname = "arith"\nfamily = "numeric"\nshard_size = 2\n'
+                      '[datasets.splits.train]\nkind = "arithmetic"\ncount = 2\n')
+    resources = {"lake": LakeResource(warehouse=str(lake.root)),
+                 "project": ProjectResource(config_file=str(config)),
+                 "backend": BackendResource(kind="transformers", model="embedded")}
+    assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
+                          resources=resources).success
+    assert instance.get_dynamic_partitions(shard_partitions.name) == [KEY]
+    role = {"n": 2, "max_tokens": 24, "temperature": 0.3}
+    result = dg.materialize(
+        ALL_ASSETS, instance=instance, resources=resources, partition_key=KEY,
+        selection=["questions", "generations", "critiques", "refinements", "generation_rewards",
+                   "leaf_rewards", "credit", "sft_generator", "sft_verifier", "sft_refiner",
+                   "dpo_generator", "dpo_verifier", "dpo_refiner"],
+        run_config={"ops": {a: {"config": role}
+                            for a in ("generations", "critiques", "refinements")}})
+    assert result.success
+    counts = run_read_only(lake, """
+        select (select count(*) from generations) g, (select count(*) from critiques) v,
+               (select count(*) from refinements) r, (select count(*) from credit) c""")
+    assert counts.to_pylist() == [{"g": 2 * 2, "v": 2 * 4, "r": 2 * 8, "c": 4 + 8 + 16}]
+    refs = pq.read_table(lake.partition_file("refinements", PartitionKey.parse(KEY))).to_pylist()
+    assert all(r["model"].startswith("HuggingFaceTB/SmolLM2-135M-Instruct") for r in refs)
+    assert all(r["text"] and r["n_tokens"] > 0 and r["error"] is None for r in refs)
+    assert {r["max_tokens"] for r in refs} == {24} and {r["n_samples"] for r in refs} == {2}
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
