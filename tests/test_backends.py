@@ -101,14 +101,14 @@ def test_openai_backend_records_permanent_failures_and_raises_when_all_fail():
     finally:
         srv.close()
     dead = OpenAIBackend("http://127.0.0.1:9/v1", "m", max_retries=1, backoff_s=0.01)
-    with pytest.raises(BackendError, match="every request to http://127.0.0.1:9/v1 failed"):
+    with pytest.raises(BackendError, match=r"every request to http://127\.0\.0\.1:9/v1 failed"):
         dead.generate(requests(2), SamplingParams(n=1))
 
 
 def test_backend_settings_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="needs base_url"):
         build_backend(BackendSettings(kind="openai", model="m"))
-    with pytest.raises(ConfigError, match="has no config.json"):
+    with pytest.raises(ConfigError, match=r"has no config\.json"):
         build_backend(BackendSettings(kind="transformers", model=str(tmp_path)))
     with pytest.raises(ConfigError, match="does not exist"):
         build_backend(BackendSettings(kind="transformers", model=str(tmp_path / "nope")))
