@@ -12,7 +12,7 @@ from assets.resources import LakeResource
 from malt_lake.credit import (
     DEFAULT_THETA,
     check_partition,
-    compute_credit,
+    compute_credit_to_lake,
     role_datasets,
     value_histogram,
 )
@@ -81,17 +81,17 @@ def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeRe
     """Value of every tree node (mean of its children's values) and its label at theta."""
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
     with partition_lock(the_lake, "credit", key):
-        table = compute_credit(the_lake, key, config.theta)
-        path = the_lake.write_partition("credit", key, table)
-    frame = pl.from_arrow(table)
+        n_rows = compute_credit_to_lake(the_lake, key, config.theta)
+        path = the_lake.partition_file("credit", key)
+    frame = pl.scan_parquet(path).select("role", "label", "value").collect()
     by_role = (frame.group_by("role").agg(
         pl.len().alias("nodes"), pl.col("label").cast(pl.Float64).mean().alias("positive_rate"),
         pl.col("value").mean().alias("mean_value")).sort("role"))
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": table.num_rows,
+        "dagster/row_count": n_rows,
         "theta": config.theta,
         "by_role": dg.MetadataValue.md(to_markdown(by_role)),
-        "value_histogram": dg.MetadataValue.md(to_markdown(value_histogram(table))),
+        "value_histogram": dg.MetadataValue.md(to_markdown(value_histogram(frame.to_arrow()))),
         "path": dg.MetadataValue.path(str(path)),
         "sql": dg.MetadataValue.path(str(sql_path("credit/credit"))),
     })

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from malt_lake.errors import ConfigError, LakeError
 from malt_lake.lake import Lake
@@ -37,11 +38,30 @@ def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
     """One row per tree node of the partition: value, label at theta, valued children."""
     theta = validate_theta(theta)
     _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
-    con = connect(lake)
+    con = connect(lake, derived=False)
     try:
         return con.sql(read_sql("credit/credit"), params={
             "dataset": key.dataset, "shard": key.shard, "theta": theta,
         }).to_arrow_table()
+    finally:
+        con.close()
+
+
+def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float) -> int:
+    """Compute and write the partition's credit; DuckDB writes the Parquet itself, so memory
+    stays bounded at any partition size. Returns the number of node rows written."""
+    theta = validate_theta(theta)
+    _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
+    con = connect(lake, derived=False)
+    try:
+        con.execute("set preserve_insertion_order = false")
+        con.sql(read_sql("credit/credit"), params={
+            "dataset": key.dataset, "shard": key.shard, "theta": theta,
+        }).create_view("credit_result")
+        path = lake.write_partition_with(
+            "credit", key,
+            lambda temp: con.execute(read_sql("credit/write"), {"path": str(temp)}))
+        return pq.ParquetFile(path).metadata.num_rows
     finally:
         con.close()
 

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,6 +65,31 @@ class Lake:
         if bad:
             raise LakeError(f"{bad} row(s) do not belong to partition {key} of {table}")
         return _atomic_write(data, self.partition_file(table, key))
+
+    def write_partition_with(self, table: str, key: PartitionKey,
+                             write: Callable[[Path], None]) -> Path:
+        """Replace one partition with a file that ``write(temp_path)`` produces (e.g. DuckDB
+        writing Parquet itself, in bounded memory). Same guarantees as ``write_partition``:
+        the file's schema must be the table contract, then temp file + rename."""
+        schema = schemas.schema_of(table)
+        target = self.partition_file(table, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(target.parent)
+        temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet.partial"
+        try:
+            write(temp)
+            written = pq.read_schema(temp)
+            if [(f.name, f.type) for f in written] != [(f.name, f.type) for f in schema]:
+                raise LakeError(f"{table} file does not match its contract:\n{written}\n"
+                                f"expected:\n{schema}")
+            with open(temp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+            _fsync_dir(target.parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        return target
 
     def write_whole_table(self, table: str, data: pa.Table) -> Path:
         data = schemas.conform(data, schemas.schema_of(table))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import duckdb
 import pyarrow as pa
 
@@ -17,17 +19,23 @@ ANALYTICS_VIEWS = ["analytics/accuracy_by_turn", "analytics/flips", "analytics/p
 READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
-def connect(lake: Lake, *, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(lake: Lake, *, sandboxed: bool = False,
+            derived: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a view per lake table (typed empty views for tables not yet
-    written). ``sandboxed`` locks file access to the warehouse for user-supplied SQL."""
+    written). ``sandboxed`` locks file access to the warehouse for user-supplied SQL;
+    ``derived`` adds the views over views (nodes, analytics)."""
     con = duckdb.connect(":memory:")
+    con.execute("set enable_progress_bar = false")
+    # bounded memory on a shared box: DuckDB spills to disk past this
+    con.execute("set memory_limit = $limit",
+                {"limit": os.environ.get("MALT_DUCKDB_MEMORY_LIMIT", "2GB")})
     con.execute("set variable lake_root = $root", {"root": str(lake.tables_dir)})
     for table, schema in {**schemas.PARTITIONED, **schemas.UNPARTITIONED}.items():
         if lake.has_data(table):
             con.execute(read_sql(f"views/{table}"))
         else:
             con.register(table, schema.empty_table())
-    for name in DERIVED_VIEWS + ANALYTICS_VIEWS:
+    for name in (DERIVED_VIEWS + ANALYTICS_VIEWS) if derived else []:
         con.execute(read_sql(name))
     if sandboxed:
         con.execute("set allowed_directories = [$root]", {"root": str(lake.root) + "/"})

@@ -77,7 +77,7 @@ def test_unparsable_output_is_stored_not_raised_and_failures_get_no_children(lak
 
 def test_missing_parent_table_is_a_clear_error(lake):
     ingest_tiny(lake, 2)
-    with pytest.raises(LakeError, match="no generations for partition arith.train.0000"):
+    with pytest.raises(LakeError, match=r"no generations for partition arith\.train\.0000"):
         expand(lake, KEY, "verifier", FakeBackend(), show_progress=False)
 
 

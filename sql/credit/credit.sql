@@ -4,9 +4,10 @@
 --   generator node g: value = mean of its critiques' values
 --   label = value > $theta (strict); null when a node has no valued child.
 -- A failed child (error recorded, null value) is left out of its parent's mean, and
--- n_children counts the children that have a value.
+-- n_children counts the children that have a value. Rows come in no particular order
+-- (sorting tens of millions of string ids would dominate the cost); ids are deterministic.
 with
-cte_leaves as (
+cte_leaves as not materialized (
     select dataset, shard, question_id, g_id, v_id, r_id, reward::double as value
     from leaf_rewards
     where dataset = $dataset and shard = $shard
@@ -16,7 +17,7 @@ cte_verifier_values as (
     from cte_leaves
     group by v_id
 ),
-cte_verifiers as (
+cte_verifiers as not materialized (
     select c.dataset, c.shard, c.question_id, c.v_id as node_id, c.g_id as parent_id,
            vv.value, coalesce(vv.n_children, 0) as n_children
     from critiques as c
@@ -49,4 +50,4 @@ select dataset, shard, question_id, node_id, parent_id, role, value,
        $theta::double as theta,
        n_children
 from cte_nodes
-order by node_id
+
