@@ -36,28 +36,26 @@ class ChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     failing = len(server.requests) <= server.fail_first
-                try:
-                    threading.Event().wait(0.02)
-                    if failing:
-                        self.send_response(server.status)
-                        self.end_headers()
-                        self.wfile.write(b'{"error": "busy"}')
-                        return
-                    user = body["messages"][-1]["content"]
-                    payload = {"choices": [
-                        {"index": i, "message": {"role": "assistant",
-                                                 "content": f"{user} #{i} Final Answer: {i}"},
-                         "finish_reason": "stop"} for i in range(body["n"])],
-                        "usage": {"prompt_tokens": 7, "completion_tokens": 5 * body["n"]}}
-                    data = json.dumps(payload).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                threading.Event().wait(0.02)
+                with server.lock:  # done before replying: the client cannot send its next
+                    server.in_flight -= 1  # request before this runs, so no overcount
+                if failing:
+                    self.send_response(server.status)
                     self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    self.wfile.write(b'{"error": "busy"}')
+                    return
+                user = body["messages"][-1]["content"]
+                payload = {"choices": [
+                    {"index": i, "message": {"role": "assistant",
+                                             "content": f"{user} #{i} Final Answer: {i}"},
+                     "finish_reason": "stop"} for i in range(body["n"])],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 5 * body["n"]}}
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"

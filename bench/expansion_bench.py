@@ -1,0 +1,144 @@
+"""Tree-expansion throughput: our batched expansion vs a naive one-request-at-a-time loop
+vs plain batched Hugging Face ``generate``, on the same model, prompts, n and token budget,
+side by side in one run; plus the machine's bf16 matmul throughput at the model's shapes and
+our tokens/s as a fraction of that compute ceiling (2 x parameters FLOPs per token).
+
+    .venv/bin/python bench/expansion_bench.py --questions 32 --n 3 --max-tokens 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from malt_lake.backends.base import GenerationRequest, SamplingParams  # noqa: E402
+from malt_lake.backends.transformers_backend import TransformersBackend  # noqa: E402
+from malt_lake.datasets.arithmetic import generate as arithmetic  # noqa: E402
+from malt_lake.prompts import template  # noqa: E402
+from malt_lake.settings import ArithmeticSource  # noqa: E402
+
+
+def prompts(count: int) -> list[list[dict]]:
+    tpl = template("numeric", "generator")
+    return [tpl.render(p.question) for p in arithmetic(ArithmeticSource(count=count, seed=42))]
+
+
+def generated_tokens(sequences: torch.Tensor, eos_ids: list[int], pad_id: int) -> int:
+    """Tokens up to and excluding the first EOS of each row (padding never counts)."""
+    total = 0
+    for row in sequences.tolist():
+        for token in row:
+            if token in eos_ids:
+                break
+            total += 1
+    return total
+
+
+def naive(backend: TransformersBackend, messages: list[list[dict]], params: SamplingParams
+          ) -> tuple[int, float]:
+    """One request, one sample at a time: HF generate with batch size 1."""
+    tok, model = backend.tokenizer, backend.model
+    tokens, started = 0, time.perf_counter()
+    for message in messages:
+        ids = tok.apply_chat_template(message, add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)
+        for _ in range(params.n):
+            out = model.generate(**ids, do_sample=True, temperature=params.temperature,
+                                 max_new_tokens=params.max_tokens, pad_token_id=tok.pad_token_id)
+            tokens += generated_tokens(out[:, ids["input_ids"].shape[1]:], backend.eos_ids,
+                                       tok.pad_token_id)
+    return tokens, time.perf_counter() - started
+
+
+def plain_batched(backend: TransformersBackend, messages: list[list[dict]],
+                  params: SamplingParams, batch_rows: int) -> tuple[int, float]:
+    """HF generate, left-padded batches of ``batch_rows`` rows (prompts x n samples)."""
+    tok, model = backend.tokenizer, backend.model
+    per_batch = max(1, batch_rows // params.n)
+    tokens, started = 0, time.perf_counter()
+    for start in range(0, len(messages), per_batch):
+        chunk = messages[start:start + per_batch]
+        texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+                 for m in chunk]
+        ids = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(**ids, do_sample=True, temperature=params.temperature,
+                             max_new_tokens=params.max_tokens, num_return_sequences=params.n,
+                             pad_token_id=tok.pad_token_id)
+        tokens += generated_tokens(out[:, ids["input_ids"].shape[1]:], backend.eos_ids,
+                                   tok.pad_token_id)
+    return tokens, time.perf_counter() - started
+
+
+def ours(backend: TransformersBackend, messages: list[list[dict]], params: SamplingParams
+         ) -> tuple[int, float]:
+    requests = [GenerationRequest(f"q{i}", m) for i, m in enumerate(messages)]
+    started = time.perf_counter()
+    out = backend.generate(requests, params)
+    return sum(c.n_tokens for cs in out for c in cs), time.perf_counter() - started
+
+
+def matmul_gflops(model, rows: int, seconds: float = 4.0) -> float:
+    """bf16 matmul throughput at the model's decode shapes (rows x hidden @ weight.T)."""
+    shapes = sorted({tuple(m.weight.shape) for m in model.modules()
+                     if isinstance(m, torch.nn.Linear)})
+    weights = [torch.randn(s, dtype=torch.bfloat16) for s in shapes]
+    inputs = [torch.randn(rows, s[1], dtype=torch.bfloat16) for s in shapes]
+    flops, started = 0.0, time.perf_counter()
+    with torch.inference_mode():
+        while time.perf_counter() - started < seconds:
+            for x, w in zip(inputs, weights, strict=True):
+                torch.matmul(x, w.T)
+                flops += 2.0 * rows * w.shape[0] * w.shape[1]
+    return flops / (time.perf_counter() - started) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--naive-questions", type=int, default=2,
+                        help="the naive loop is slow; its tokens/s is measured on fewer")
+    parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--max-batch-rows", type=int, default=96)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    backend = TransformersBackend("embedded", max_batch_rows=args.max_batch_rows)
+    params = SamplingParams(n=args.n, temperature=0.3, max_tokens=args.max_tokens, seed=0)
+    messages = prompts(args.questions)
+    n_params = sum(p.numel() for p in backend.model.parameters())
+    ours(backend, messages[:2], SamplingParams(n=1, max_tokens=4))  # warm-up
+    results = {}
+    for name, run in [
+        ("ours", lambda: ours(backend, messages, params)),
+        ("plain_generate_batch32", lambda: plain_batched(backend, messages, params, 32)),
+        ("naive_loop", lambda: naive(backend, messages[:args.naive_questions], params)),
+    ]:
+        tokens, seconds = run()
+        results[name] = {"tokens": tokens, "seconds": round(seconds, 2),
+                         "tok_per_s": round(tokens / seconds, 1)}
+        print(name, results[name], flush=True)
+    gflops = matmul_gflops(backend.model, args.max_batch_rows)
+    ceiling = gflops * 1e9 / (2 * n_params)
+    ours_rate = results["ours"]["tok_per_s"]
+    report = {
+        "config": vars(args), "parameters": n_params, "torch_threads": torch.get_num_threads(),
+        "results": results,
+        "ratio_vs_naive": round(ours_rate / results["naive_loop"]["tok_per_s"], 2),
+        "ratio_vs_plain_generate_batch32": round(
+            ours_rate / results["plain_generate_batch32"]["tok_per_s"], 2),
+        "bf16_matmul_gflops": round(gflops, 1),
+        "ceiling_tok_per_s": round(ceiling, 1),
+        "fraction_of_ceiling": round(ours_rate / ceiling, 3),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
