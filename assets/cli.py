@@ -84,24 +84,41 @@ def ui(
                     "-h", host, "-p", str(port)], env=env, check=False)
 
 
-@app.command()
-def demo() -> None:
-    """The main job on the embedded default: ingest the built-in arithmetic set and show it.
+DEMO_PARTITION = "arith.train.0000"
 
-    Later stages (expansion, credit, training, evaluation) join here as they land.
-    """
-    lake = current_lake()
-    ingest(dataset=None)
-    counts = run_read_only(
-        lake, "select dataset, split, count(*) as questions from questions "
-              "group by all order by all")
+
+@app.command()
+def demo(
+    max_tokens: Annotated[int, typer.Option(help="Most new tokens per sample.")] = 160,
+    n: Annotated[int, typer.Option(help="Branching factor (27 leaves per question at 3).")] = 3,
+) -> None:
+    """The main job on the embedded default: ingest the built-in arithmetic set, expand one
+    train shard as MALT trees with the embedded model, assign credit, build role datasets."""
     import polars as pl
 
-    print_frame(pl.from_arrow(counts), limit=50)
+    lake = current_lake()
+    started = time.perf_counter()
+    ingest(dataset=None)
+    console.print(f"[bold]expanding {DEMO_PARTITION}[/bold] with the embedded model "
+                  f"(n={n}, max_tokens={max_tokens}); progress bars below")
+    selection = runner.expand_selection(["tree"])
+    runner.materialize(selection, DEMO_PARTITION, runner.run_config_for(
+        0.5, {"n": n, "max_tokens": max_tokens}, selection))
+    for title, query in [
+        ("Accuracy per role turn", "select * from accuracy_by_turn"),
+        ("How the refiner changed the generator's answers", "select * from flips"),
+        ("Positive nodes per role at theta", "select * from positive_rate"),
+        ("Role datasets", "select * from pairs_per_role"),
+    ]:
+        console.print(f"\n[bold]{title}[/bold]")
+        print_frame(pl.from_arrow(run_read_only(lake, query)), limit=50)
     console.print(
-        f"\nLake: {lake.tables_dir}\n"
-        f"Open the UI:   .venv/bin/malt-lake ui   (then http://127.0.0.1:3000)\n"
-        f"Query it:      .venv/bin/malt-lake sql \"select * from questions limit 5\"\n"
+        f"\nDone in {time.perf_counter() - started:.0f}s. Lake: {lake.tables_dir}\n"
+        "Open the UI:      .venv/bin/malt-lake ui   (then http://127.0.0.1:3000)\n"
+        "Query the trees:  .venv/bin/malt-lake sql \"select node_id, role, value, label "
+        "from credit order by node_id limit 20\"\n"
+        f"Change theta:     .venv/bin/malt-lake materialize --select cheap --partition "
+        f"{DEMO_PARTITION} --theta 0.7   (no model calls)\n"
     )
 
 

@@ -18,11 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from malt_lake.backends.base import GenerationRequest, SamplingParams  # noqa: E402
-from malt_lake.backends.transformers_backend import TransformersBackend  # noqa: E402
-from malt_lake.datasets.arithmetic import generate as arithmetic  # noqa: E402
-from malt_lake.prompts import template  # noqa: E402
-from malt_lake.settings import ArithmeticSource  # noqa: E402
+from malt_lake.backends.base import GenerationRequest, SamplingParams
+from malt_lake.backends.transformers_backend import TransformersBackend
+from malt_lake.datasets.arithmetic import generate as arithmetic
+from malt_lake.prompts import template
+from malt_lake.settings import ArithmeticSource
 
 
 def prompts(count: int) -> list[list[dict]]:
