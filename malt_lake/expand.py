@@ -130,6 +130,7 @@ class Expansion:
         bar = tqdm(total=len(parents) * n, initial=len(done) * n, unit="gen",
                    desc=f"{self.role} {self.key}", disable=not self.show_progress)
         size = self.settings.batch_prompts
+        self._watch_tokens(bar)
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             began = time.perf_counter()
@@ -144,7 +145,24 @@ class Expansion:
             self.log(f"{self.table} {self.key}: {bar.n}/{bar.total} generations, "
                      f"{rate:.0f} tok/s")
         bar.close()
+        if hasattr(self.backend, "on_step"):
+            self.backend.on_step = None
         return self._finish(parents)
+
+    def _watch_tokens(self, bar: tqdm) -> None:
+        """Live tokens/s on the bar while a batch decodes, where the backend reports steps."""
+        if not hasattr(self.backend, "on_step"):
+            return
+        began, count, shown = time.perf_counter(), [0], [0.0]
+
+        def on_step(tokens: int) -> None:
+            count[0] += tokens
+            now = time.perf_counter()
+            if now - shown[0] >= 1.0:  # at most one redraw a second
+                shown[0] = now
+                bar.set_postfix(tokens=count[0], tok_s=f"{count[0] / max(now - began, 1e-9):.0f}")
+
+        self.backend.on_step = on_step
 
     # -- rows --------------------------------------------------------------------------------
     def _rows(self, batch: list[Parent], completions: list[list[Completion]]) -> pa.Table:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from malt_lake.backends.base import (
@@ -76,6 +76,8 @@ class TransformersBackend:
         self.eos_ids = sorted({*(eos if isinstance(eos, list) else [eos]),
                                self.tokenizer.eos_token_id} - {None})
         self.adapters: dict[str, str] = {}
+        # called after every decode step with the tokens it produced (live progress)
+        self.on_step: Callable[[int], None] | None = None
 
     # -- adapters ---------------------------------------------------------------------------
     def _use_adapter(self, adapter: str | None) -> None:
@@ -169,6 +171,8 @@ class TransformersBackend:
                     tokens[row].append(token)
             live = torch.tensor([not finished[r] for r in rows.tolist()], device=device)
             n_live = int(live.sum())
+            if self.on_step is not None:
+                self.on_step(n_live)
             if n_live == 0 or step == params.max_tokens - 1:
                 break
             if n_live < len(rows) and (step % COMPACT_EVERY == COMPACT_EVERY - 1

@@ -30,11 +30,11 @@ class MathChecker:
         gold_parsed, pred_parsed = _parse(gold), _parse(pred)
         if not gold_parsed or not pred_parsed:
             return False
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=TIMEOUT_S))
+        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=TIMEOUT_S))
 
 
 @lru_cache(maxsize=65_536)
-def _parse(answer: str) -> tuple:
+def _parse(answer: str) -> tuple:  # a tuple to be cacheable; verify() wants a list
     from math_verify import parse
 
     return tuple(parse(f"\\boxed{{{answer}}}", parsing_timeout=TIMEOUT_S))
