@@ -23,7 +23,7 @@ class ExpandConfig(dg.Config):
     top_p: float = Field(default=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(default=256, description="Most new tokens per sample.")
     seed: int = Field(default=0, description="Base seed, recorded on every row.")
-    batch_prompts: int = Field(default=32, description="Parents per checkpointed batch.")
+    batch_prompts: int = Field(default=64, description="Parents per checkpointed batch.")
     adapter: str | None = Field(default=None, description="LoRA adapter dir; None = base.")
 
 

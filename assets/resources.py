@@ -38,7 +38,7 @@ class BackendResource(dg.ConfigurableResource):
     kind: str = Field(default="transformers", description="transformers | vllm | openai | fake")
     model: str = Field(default="embedded", description="'embedded', a model dir or hub id")
     dtype: str = Field(default="bfloat16", description="transformers dtype")
-    max_batch_rows: int = Field(default=96, description="transformers: rows decoded together")
+    max_batch_rows: int = Field(default=192, description="transformers: rows decoded together")
     base_url: str | None = Field(default=None, description="openai: server URL (…/v1)")
     fake_delay_s: float = Field(default=0.0, description="fake backend: seconds per batch")
 

@@ -47,7 +47,7 @@ class RoleSettings(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(256, ge=1, le=32_768, description="Most new tokens per sample.")
     seed: int = Field(0, description="Base seed; recorded on every row.")
-    batch_prompts: int = Field(32, ge=1, description="Parents per checkpointed batch.")
+    batch_prompts: int = Field(64, ge=1, description="Parents per checkpointed batch.")
     adapter: str | None = Field(None, description="LoRA adapter dir for this role; None = base.")
 
     def sampling(self) -> SamplingParams:

@@ -72,24 +72,14 @@ class Lake:
         writing Parquet itself, in bounded memory). Same guarantees as ``write_partition``:
         the file's schema must be the table contract, then temp file + rename."""
         schema = schemas.schema_of(table)
-        target = self.partition_file(table, key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(target.parent)
-        temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet.partial"
-        try:
-            write(temp)
+
+        def check(temp: Path) -> None:
             written = pq.read_schema(temp)
             if [(f.name, f.type) for f in written] != [(f.name, f.type) for f in schema]:
                 raise LakeError(f"{table} file does not match its contract:\n{written}\n"
                                 f"expected:\n{schema}")
-            with open(temp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-            _fsync_dir(target.parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return target
+
+        return _atomic_file(self.partition_file(table, key), write, check)
 
     def write_whole_table(self, table: str, data: pa.Table) -> Path:
         data = schemas.conform(data, schemas.schema_of(table))
@@ -140,11 +130,19 @@ def atomic_write(data: pa.Table, target: Path) -> Path:
 
 
 def _atomic_write(data: pa.Table, target: Path) -> Path:
+    return _atomic_file(target, lambda temp: pq.write_table(data, temp, compression="zstd"))
+
+
+def _atomic_file(target: Path, write: Callable[[Path], None],
+                 check: Callable[[Path], None] | None = None) -> Path:
+    """``write(temp)`` in the target's directory, ``check(temp)``, fsync, rename over target."""
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target.parent)
     temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet.partial"
     try:
-        pq.write_table(data, temp, compression="zstd")
+        write(temp)
+        if check is not None:
+            check(temp)
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, target)

@@ -3,7 +3,9 @@
 Faster than calling ``generate`` per request because it (1) prefills each prompt once and
 copies its KV cache to the n samples instead of prefilling n copies, (2) decodes large
 batches that span many prompts of a tree level, sorted by length so padding stays small, and
-(3) drops finished rows from the batch and the cache, so short answers stop costing.
+(3) drops finished rows from the batch and the cache, so short answers stop costing,
+(4) writes each step's keys and values in place (``kv_cache``) and (5) attends one query
+token with two small matmuls instead of the CPU flash kernel (``decode_attention``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class TransformersBackend:
     """Batched sampling on one base model; LoRA adapters chosen per request."""
 
     def __init__(self, model: str = "embedded", device: str | None = None,
-                 dtype: str = "bfloat16", max_batch_rows: int = 96,
+                 dtype: str = "bfloat16", max_batch_rows: int = 192,
                  prefill_tokens: int = 8192) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,6 +56,8 @@ class TransformersBackend:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_batch_rows = max_batch_rows
         self.prefill_tokens = prefill_tokens
+        from malt_lake.backends.decode_attention import register
+
         load = {"trust_remote_code": False}
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         try:
@@ -61,7 +65,8 @@ class TransformersBackend:
                                                            **load)
             self.model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=getattr(torch, dtype), use_safetensors=True,
-                local_files_only=offline, **load).to(self.device).eval()
+                local_files_only=offline, attn_implementation=register(),
+                **load).to(self.device).eval()
         except OSError as exc:
             if isinstance(source, str):
                 raise HubUnavailable(
@@ -136,7 +141,8 @@ class TransformersBackend:
     def _sample_unsafe(self, prompts: list[list[int]], params: SamplingParams,
                        seed: int) -> list[list[Completion]]:
         import torch
-        from transformers import DynamicCache
+
+        from malt_lake.backends.kv_cache import reserved_cache
 
         device, n = self.device, params.n
         width = max(len(p) for p in prompts)
@@ -144,7 +150,7 @@ class TransformersBackend:
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                             device=device)
-        cache = DynamicCache()
+        cache = reserved_cache(params.max_tokens + 1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
