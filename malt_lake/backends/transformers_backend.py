@@ -48,7 +48,7 @@ class TransformersBackend:
 
     def __init__(self, model: str = "embedded", device: str | None = None,
                  dtype: str = "bfloat16", max_batch_rows: int = 192,
-                 prefill_tokens: int = 8192) -> None:
+                 prefill_tokens: int = 32_768) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
