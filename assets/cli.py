@@ -89,7 +89,7 @@ DEMO_PARTITION = "arith.train.0000"
 
 @app.command()
 def demo(
-    max_tokens: Annotated[int, typer.Option(help="Most new tokens per sample.")] = 160,
+    max_tokens: Annotated[int, typer.Option(help="Most new tokens per sample.")] = 128,
     n: Annotated[int, typer.Option(help="Branching factor (27 leaves per question at 3).")] = 3,
 ) -> None:
     """The main job on the embedded default: ingest the built-in arithmetic set, expand one

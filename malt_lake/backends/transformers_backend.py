@@ -23,7 +23,9 @@ from malt_lake.backends.base import (
 )
 from malt_lake.errors import ConfigError, HubUnavailable
 
-COMPACT_EVERY = 4  # decode steps between removals of finished rows
+# Finished rows are dropped from the batch and cache once the live share falls to this: each
+# drop copies the cache, so it happens a logarithmic number of times, not every few steps.
+COMPACT_BELOW = 0.75
 
 
 def resolve_model(model: str) -> tuple[str, Path | str]:
@@ -181,8 +183,7 @@ class TransformersBackend:
                 self.on_step(n_live)
             if n_live == 0 or step == params.max_tokens - 1:
                 break
-            if n_live < len(rows) and (step % COMPACT_EVERY == COMPACT_EVERY - 1
-                                       or n_live <= len(rows) // 2):
+            if n_live <= COMPACT_BELOW * len(rows):  # geometric: few copies of the cache
                 keep = live.nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 rows, mask, next_tokens = rows[keep], mask[keep], next_tokens[keep]
