@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -34,15 +35,22 @@ def validate_theta(theta: object) -> float:
     return value
 
 
-def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
-    """One row per tree node of the partition: value, label at theta, valued children."""
+def _credit_relation(lake: Lake, key: PartitionKey, theta: float
+                     ) -> tuple[duckdb.DuckDBPyConnection, duckdb.DuckDBPyRelation]:
+    """The credit statement for one partition, checked and bound (caller closes the con)."""
     theta = validate_theta(theta)
     _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
     con = connect(lake, derived=False)
+    return con, con.sql(read_sql("credit/credit"), params={
+        "dataset": key.dataset, "shard": key.shard, "theta": theta,
+    })
+
+
+def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
+    """One row per tree node of the partition: value, label at theta, valued children."""
+    con, relation = _credit_relation(lake, key, theta)
     try:
-        return con.sql(read_sql("credit/credit"), params={
-            "dataset": key.dataset, "shard": key.shard, "theta": theta,
-        }).to_arrow_table()
+        return relation.to_arrow_table()
     finally:
         con.close()
 
@@ -50,14 +58,10 @@ def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
 def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float) -> int:
     """Compute and write the partition's credit; DuckDB writes the Parquet itself, so memory
     stays bounded at any partition size. Returns the number of node rows written."""
-    theta = validate_theta(theta)
-    _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
-    con = connect(lake, derived=False)
+    con, relation = _credit_relation(lake, key, theta)
     try:
         con.execute("set preserve_insertion_order = false")
-        con.sql(read_sql("credit/credit"), params={
-            "dataset": key.dataset, "shard": key.shard, "theta": theta,
-        }).create_view("credit_result")
+        relation.create_view("credit_result")
         path = lake.write_partition_with(
             "credit", key,
             lambda temp: con.execute(read_sql("credit/write"), {"path": str(temp)}))
@@ -114,7 +118,7 @@ def check_partition(lake: Lake, key: PartitionKey, check: str, role: str | None 
 
 def value_histogram(credit: pa.Table, bins: int = 10) -> pa.Table:
     """Counts of node values per role in ``bins`` equal buckets of [0, 1] (for the UI)."""
-    con = connect_memory()
+    con = duckdb.connect(":memory:")
     try:
         con.register("credit_rows", credit)
         return con.sql(read_sql("analytics/value_histogram"), params={"bins": bins}
@@ -122,8 +126,3 @@ def value_histogram(credit: pa.Table, bins: int = 10) -> pa.Table:
     finally:
         con.close()
 
-
-def connect_memory():
-    import duckdb
-
-    return duckdb.connect(":memory:")

@@ -67,7 +67,7 @@ class Parent:
 
 def plan(lake: Lake, key: PartitionKey, role: str, adapter: str | None = None) -> list[Parent]:
     """The parents of one role in a partition, with the exact prompt each child will see."""
-    questions = _read(lake, "questions", key)
+    questions = lake.read_required("questions", key)
     by_question = {q["question_id"]: q for q in questions.to_pylist()}
     if role == "generator":
         rows = [({"question_id": q["question_id"]}, q["question_id"], q, {})
@@ -75,13 +75,13 @@ def plan(lake: Lake, key: PartitionKey, role: str, adapter: str | None = None) -
     elif role == "verifier":
         rows = [({"question_id": g["question_id"], "g_id": g["g_id"]}, g["g_id"],
                  by_question[g["question_id"]], {"answer": g["text"]})
-                for g in _live(_read(lake, "generations", key))]
+                for g in _live(lake.read_required("generations", key))]
     elif role == "refiner":
-        answers = {g["g_id"]: g["text"] for g in _read(lake, "generations", key).to_pylist()}
+        answers = {g["g_id"]: g["text"] for g in lake.read_required("generations", key).to_pylist()}
         rows = [({"question_id": v["question_id"], "g_id": v["g_id"], "v_id": v["v_id"]},
                  v["v_id"], by_question[v["question_id"]],
                  {"answer": answers[v["g_id"]], "critique": v["text"]})
-                for v in _live(_read(lake, "critiques", key))]
+                for v in _live(lake.read_required("critiques", key))]
     else:
         raise ValueError(f"unknown role {role!r}")
     parents = []
@@ -91,13 +91,6 @@ def plan(lake: Lake, key: PartitionKey, role: str, adapter: str | None = None) -
         parents.append(Parent(ids, request_id, messages, question["family"],
                               question["choices"], tpl.hash))
     return sorted(parents, key=lambda p: p.request_id)
-
-
-def _read(lake: Lake, table: str, key: PartitionKey) -> pa.Table:
-    data = lake.read_partition(table, key)
-    if data is None:
-        raise LakeError(f"no {table} for partition {key}; materialize `{table}` first")
-    return data
 
 
 def _live(table: pa.Table) -> list[dict]:

@@ -90,6 +90,13 @@ class Lake:
         file = self.partition_file(table, key)
         return pq.read_table(file) if file.exists() else None
 
+    def read_required(self, table: str, key: PartitionKey) -> pa.Table:
+        """The partition, or an error telling the user which asset to materialize first."""
+        data = self.read_partition(table, key)
+        if data is None:
+            raise LakeError(f"no {table} for partition {key}; materialize `{table}` for it first")
+        return data
+
     def read_whole_table(self, table: str) -> pa.Table | None:
         file = self.whole_table_file(table)
         return pq.read_table(file) if file.exists() else None

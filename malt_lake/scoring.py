@@ -5,7 +5,6 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from malt_lake.errors import LakeError
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
 from malt_lake.rewards import checker_for
@@ -13,10 +12,7 @@ from malt_lake.rewards.base import check
 
 
 def _questions(lake: Lake, key: PartitionKey) -> dict[str, dict]:
-    table = lake.read_partition("questions", key)
-    if table is None:
-        raise LakeError(f"no questions for {key}; materialize `questions` for it first")
-    return {row["question_id"]: row for row in table.to_pylist()}
+    return {row["question_id"]: row for row in lake.read_required("questions", key).to_pylist()}
 
 
 def score_rows(rows: list[dict], questions: dict[str, dict], id_columns: list[str]) -> list[dict]:
@@ -39,22 +35,15 @@ def score_rows(rows: list[dict], questions: dict[str, dict], id_columns: list[st
 
 
 def leaf_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
-    refinements = _require(lake, "refinements", key)
+    refinements = lake.read_required("refinements", key)
     rows = score_rows(refinements.to_pylist(), _questions(lake, key), ["g_id", "v_id", "r_id"])
     return _table(rows, ["g_id", "v_id", "r_id"])
 
 
 def generation_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
-    generations = _require(lake, "generations", key)
+    generations = lake.read_required("generations", key)
     rows = score_rows(generations.to_pylist(), _questions(lake, key), ["g_id"])
     return _table(rows, ["g_id"])
-
-
-def _require(lake: Lake, table: str, key: PartitionKey) -> pa.Table:
-    data = lake.read_partition(table, key)
-    if data is None:
-        raise LakeError(f"no {table} for {key}; materialize `{table}` for it first")
-    return data
 
 
 def _table(rows: list[dict], id_columns: list[str]) -> pa.Table:

@@ -110,13 +110,14 @@ def test_contract_checks_pass_on_a_good_tree_and_catch_breakage(worked):
                     "n_requested": 3}]
     # a label flipped by hand disagrees with theta; a swapped pair is caught
     credit = worked.read_partition("credit", KEY).to_pylist()
-    credit[0]["label"] = not credit[0]["label"]
+    flipped = next(i for i, r in enumerate(credit) if r["node_id"] == f"{Q}/g0")
+    credit[flipped]["label"] = not credit[flipped]["label"]
     import pyarrow as pa
 
     from malt_lake.schemas import CREDIT
     worked.write_partition("credit", KEY, pa.Table.from_pylist(credit, schema=CREDIT))
     problems = check_partition(worked, KEY, "credit_consistency").to_pylist()
-    assert problems == [{"node_id": credit[0]["node_id"],
+    assert problems == [{"node_id": f"{Q}/g0",
                          "problem": "label disagrees with value > theta"}]
     assert check_partition(worked, KEY, "dpo_pairs", "generator").num_rows >= 1
 

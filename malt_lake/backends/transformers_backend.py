@@ -54,12 +54,12 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from malt_lake.backends.decode_attention import register
+
         self.model_id, source = resolve_model(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_batch_rows = max_batch_rows
         self.prefill_tokens = prefill_tokens
-        from malt_lake.backends.decode_attention import register
-
         load = {"trust_remote_code": False}
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         try:
@@ -165,7 +165,6 @@ class TransformersBackend:
         tokens: list[list[int]] = [[] for _ in range(len(prompts) * n)]
         finished = [False] * (len(prompts) * n)
         eos = torch.tensor(self.eos_ids, device=device)
-        # rows are dropped from the batch (and cache) once finished
         for step in range(params.max_tokens):
             next_tokens = _pick(logits, params, generator)
             done_now = torch.isin(next_tokens, eos)

@@ -11,6 +11,7 @@ cte_labeled as (
     from credit as c
     join nodes as n on n.node_id = c.node_id
     where c.dataset = $dataset and c.shard = $shard and c.role = $role
+      and n.dataset = $dataset and n.shard = $shard  -- prunes the other partitions' files
       and c.label is not null and n.text is not null
 ),
 cte_siblings as (
