@@ -6,11 +6,13 @@ from assets.credit import credit, generation_rewards, leaf_rewards, role_dataset
 from assets.expansion import critiques, generations, refinements
 from assets.questions import dataset_catalog, questions
 from assets.resources import resources_for_env
+from assets.training import generator_adapter, refiner_adapter, verifier_adapter
 
 ALL_ASSETS = [
     dataset_catalog, questions,
     generations, critiques, refinements,
     generation_rewards, leaf_rewards, credit, role_dataset_tables,
+    generator_adapter, verifier_adapter, refiner_adapter,
 ]
 
 defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_for_env())

@@ -8,8 +8,10 @@ import dagster as dg
 from pydantic import Field
 
 from malt_lake.backends import Backend, BackendSettings, build_backend
+from malt_lake.errors import ConfigError
 from malt_lake.lake import Lake
 from malt_lake.settings import ProjectSettings, load_settings, warehouse_root
+from malt_lake.training.config import Recipe, load_recipe
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -50,6 +52,30 @@ class BackendResource(dg.ConfigurableResource):
     def build(self) -> Backend:
         return build_backend(self.settings())
 
+    def check_base_model(self, base_model: str) -> None:
+        """Adapters only work on the model they were trained on: the recipe's base must be
+        the model this backend serves (the fake test backend serves none, so anything goes)."""
+        if self.kind == "fake":
+            return
+        from malt_lake.backends.transformers_backend import resolve_model
+
+        trained_on, served = resolve_model(base_model)[0], resolve_model(self.model)[0]
+        if trained_on != served:
+            raise ConfigError(
+                f"the training recipe's base model is {trained_on!r} but the backend serves "
+                f"{served!r}; adapters must match the served model. Pick a recipe for it "
+                "(MALT_RECIPE) or set MALT_MODEL to the recipe's base model")
+
+
+class TrainingResource(dg.ConfigurableResource):
+    """How adapters are trained: a recipe file (see malt_lake/training/recipes/)."""
+
+    recipe_name: str = Field(default="cpu-smollm2", description="Recipe name or TOML path.")
+
+    def recipe(self, override: str | None = None, max_steps: int | None = None) -> Recipe:
+        recipe = load_recipe(override or self.recipe_name)
+        return recipe.with_stages(max_steps=max_steps) if max_steps else recipe
+
 
 # MALT_ENV picks the backend; MALT_BACKEND / MALT_MODEL / MALT_BASE_URL override it.
 ENV_BACKENDS = {
@@ -57,6 +83,8 @@ ENV_BACKENDS = {
     "test": {"kind": "fake", "model": "fake"},
     "gpu": {"kind": "vllm", "model": "Qwen/Qwen2.5-1.5B-Instruct"},
 }
+# MALT_ENV also picks the training recipe; MALT_RECIPE overrides it.
+ENV_RECIPES = {"local": "cpu-smollm2", "test": "cpu-smollm2", "gpu": "gpu-qwen2.5-1.5b"}
 
 
 def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -74,4 +102,6 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
         "lake": LakeResource(warehouse=str(warehouse_root())),
         "project": ProjectResource(config_file=os.environ.get("MALT_CONFIG")),
         "backend": BackendResource(**backend),
+        "training": TrainingResource(
+            recipe_name=os.environ.get("MALT_RECIPE") or ENV_RECIPES[env]),
     }

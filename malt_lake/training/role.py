@@ -1,0 +1,154 @@
+"""Train one role's adapter from the lake: SFT, then DPO where the recipe says so.
+
+The generator trains with SFT on its positives; the verifier and refiner train with SFT and
+then DPO on sibling pairs, the SFT adapter being DPO's reference. A stage with too few rows
+is skipped with a reason, never trained on noise; a role whose SFT stage is skipped gets no
+adapter (evaluation then runs that role on the base model and says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from malt_lake.lake import Lake
+from malt_lake.training.config import Recipe
+from malt_lake.training.data import RoleExamples, dpo_examples, sft_examples
+from malt_lake.training.store import AdapterStore, write_manifest
+from malt_lake.training.trainer import Log, StageResult
+
+LOSS_PLOT = "loss.png"
+
+
+@dataclass
+class RoleTraining:
+    """What happened to one role: trained, reused an identical version, or skipped."""
+
+    role: str
+    status: str                  # "trained" | "reused" | "skipped"
+    reason: str = ""
+    directory: Path | None = None
+    version: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def train_role(lake: Lake, role: str, recipe: Recipe, *, split: str = "train",
+               force: bool = False, log: Log = print) -> RoleTraining:
+    from malt_lake.backends.transformers_backend import resolve_model
+    from malt_lake.lake import partition_lock
+
+    role_recipe = recipe.role(role)
+    store = AdapterStore(lake.root)
+    sft_rows = sft_examples(lake, role, split)
+    if sft_rows.n_rows < role_recipe.sft.min_rows:
+        return RoleTraining(role, "skipped", (
+            f"sft_{role} has {sft_rows.n_rows} rows in split {split!r} (the recipe needs "
+            f"{role_recipe.sft.min_rows}); materialize more partitions of the tree, or lower "
+            f"roles.{role}.sft.min_rows"))
+    dpo_rows = dpo_examples(lake, role, split) if role_recipe.dpo else None
+    model_id, source = resolve_model(recipe.base_model)
+    version = _version(model_id, recipe, role, sft_rows, dpo_rows)
+    with partition_lock(lake, f"adapter_{role}"):
+        if store.has(role, version) and not force:
+            directory = store.publish(role, version)
+            log(f"{role}: adapter {version} already trained on these rows; reusing it")
+            return RoleTraining(role, "reused", "same base model, recipe and rows",
+                                directory, version, store.manifest(directory))
+        started = time.perf_counter()
+        with store.building(role, version) as build:
+            stages = _train_stages(source, recipe, role, sft_rows, dpo_rows, build, log)
+            manifest = _manifest(model_id, recipe, role, version, split, sft_rows, dpo_rows,
+                                 stages, time.perf_counter() - started)
+            _plot(stages, build / LOSS_PLOT, role)
+            write_manifest(build, manifest)
+        directory = store.publish(role, version)
+    log(f"{role}: adapter {version} written to {directory}")
+    return RoleTraining(role, "trained", "", directory, version, manifest)
+
+
+def _train_stages(source, recipe: Recipe, role: str, sft_rows: RoleExamples,
+                  dpo_rows: RoleExamples | None, build: Path, log: Log) -> dict[str, Any]:
+    from malt_lake.training.trainer import load_base, train_dpo, train_sft
+
+    role_recipe = recipe.role(role)
+    scratch = build / "scratch"
+    model, tokenizer = load_base(source, recipe.dtype)
+    log(f"{role}: SFT on {sft_rows.n_rows} positives")
+    model, sft = train_sft(model, tokenizer, sft_rows.to_dataset(), role_recipe.sft,
+                           recipe.lora, recipe.seed, scratch, log)
+    stages: dict[str, Any] = {"sft": sft}
+    if role_recipe.dpo is None:
+        model.save_pretrained(build)
+    elif dpo_rows is None or dpo_rows.n_rows < role_recipe.dpo.min_rows:
+        n = dpo_rows.n_rows if dpo_rows else 0
+        stages["dpo"] = (f"skipped: dpo_{role} has {n} pairs (the recipe needs "
+                         f"{role_recipe.dpo.min_rows}); the adapter is the SFT one")
+        log(f"{role}: {stages['dpo']}")
+        model.save_pretrained(build)
+    else:
+        from peft import PeftModel
+
+        sft_dir = build / "stages" / "sft"
+        model.save_pretrained(sft_dir)
+        base, _ = load_base(source, recipe.dtype)
+        policy = PeftModel.from_pretrained(base, sft_dir, is_trainable=True)
+        log(f"{role}: DPO on {dpo_rows.n_rows} pairs (reference: the SFT adapter)")
+        policy, dpo = train_dpo(policy, tokenizer, dpo_rows.to_dataset(), role_recipe.dpo,
+                                recipe.seed, scratch, log)
+        policy.save_pretrained(build, selected_adapters=["default"])
+        stages["dpo"] = dpo
+    shutil.rmtree(scratch, ignore_errors=True)
+    (build / "README.md").unlink(missing_ok=True)  # peft's model-card stub says nothing here
+    return stages
+
+
+def _version(model_id: str, recipe: Recipe, role: str, sft_rows: RoleExamples,
+             dpo_rows: RoleExamples | None) -> str:
+    inputs = {"base_model": model_id, "role": role, "lora": recipe.as_dict()["lora"],
+              "dtype": recipe.dtype, "seed": recipe.seed,
+              "stages": json.loads(json.dumps(recipe.as_dict()["roles"][role], default=str)),
+              "sft_rows": sft_rows.fingerprint,
+              "dpo_rows": dpo_rows.fingerprint if dpo_rows else None}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"v-{digest[:12]}"
+
+
+def _manifest(model_id: str, recipe: Recipe, role: str, version: str, split: str,
+              sft_rows: RoleExamples, dpo_rows: RoleExamples | None,
+              stages: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    def data(rows: RoleExamples | None) -> dict[str, Any] | None:
+        return None if rows is None else {"rows": rows.n_rows, "thetas": rows.thetas,
+                                          "partitions": rows.partitions,
+                                          "fingerprint": rows.fingerprint}
+
+    return {
+        "role": role, "version": version, "base_model": model_id, "recipe": recipe.as_dict(),
+        "split": split, "theta": sorted({*sft_rows.thetas, *(dpo_rows.thetas if dpo_rows else [])}),
+        "data": {"sft": data(sft_rows), "dpo": data(dpo_rows)},
+        "stages": {k: (v.as_dict() if isinstance(v, StageResult) else v)
+                   for k, v in stages.items()},
+        "wall_time_s": round(wall_s, 2),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": peft.__version__, "trl": trl.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def _plot(stages: dict[str, Any], path: Path, role: str) -> None:
+    from malt_lake.plots import loss_curves
+
+    curves = {k: v.loss_history for k, v in stages.items() if isinstance(v, StageResult)}
+    loss_curves(curves, path, f"{role} adapter: training loss")

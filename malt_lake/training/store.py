@@ -1,0 +1,119 @@
+"""Adapters on disk: ``<warehouse>/adapters/<role>/<version>/`` plus a ``CURRENT`` pointer.
+
+A version is built in a temp directory (weights, stage adapters, loss plot, and the manifest
+last) and renamed into place, so every visible version directory is complete. ``CURRENT`` is
+a one-line file replaced atomically; readers resolve it, so they see the old adapter or the
+new one, never a half-written directory. Versions are named by a hash of everything that
+decides the weights (base model, recipe, rows), so a rerun with the same inputs finds its
+version and reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from malt_lake.errors import ConfigError, LakeError
+from malt_lake.names import check_name
+
+MANIFEST = "manifest.json"
+POINTER = "CURRENT"
+TEMP_PREFIX = ".tmp-"
+
+
+class AdapterStore:
+    def __init__(self, warehouse_root: str | Path) -> None:
+        self.root = (Path(warehouse_root).expanduser().resolve() / "adapters")
+
+    def role_dir(self, role: str) -> Path:
+        return self._inside(self.root / check_name(role, "role"))
+
+    def version_dir(self, role: str, version: str) -> Path:
+        return self._inside(self.role_dir(role) / check_name(version, "adapter version"))
+
+    def has(self, role: str, version: str) -> bool:
+        return (self.version_dir(role, version) / MANIFEST).is_file()
+
+    def current(self, role: str) -> Path | None:
+        """The published adapter of ``role``, or None if none was trained yet."""
+        pointer = self.role_dir(role) / POINTER
+        if not pointer.is_file():
+            return None
+        directory = self.version_dir(role, pointer.read_text(encoding="utf-8").strip())
+        if not (directory / MANIFEST).is_file():
+            raise LakeError(f"{pointer} points at {directory}, which has no {MANIFEST}; "
+                            "rematerialize the adapter asset")
+        return directory
+
+    def manifest(self, directory: Path) -> dict[str, Any]:
+        return json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+
+    def versions(self, role: str) -> list[str]:
+        base = self.role_dir(role)
+        return sorted(p.name for p in base.iterdir()
+                      if p.is_dir() and (p / MANIFEST).is_file()) if base.is_dir() else []
+
+    @contextlib.contextmanager
+    def building(self, role: str, version: str) -> Iterator[Path]:
+        """A temp dir to build ``version`` in; on success it is renamed into place."""
+        target = self.version_dir(role, version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temps(target.parent)
+        temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        temp.mkdir()
+        try:
+            yield temp
+            if not (temp / MANIFEST).is_file():
+                raise LakeError(f"adapter build of {role}/{version} wrote no {MANIFEST}")
+            if target.exists():  # a forced retrain of the same inputs: swap directories
+                old = target.parent / f"{TEMP_PREFIX}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+                os.replace(target, old)
+                os.replace(temp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(temp, target)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+
+    def publish(self, role: str, version: str) -> Path:
+        """Point ``CURRENT`` at ``version`` (atomic replace of a one-line file)."""
+        directory = self.version_dir(role, version)
+        if not (directory / MANIFEST).is_file():
+            raise LakeError(f"cannot publish {directory}: it has no {MANIFEST}")
+        pointer = self.role_dir(role) / POINTER
+        temp = pointer.with_name(f"{TEMP_PREFIX}{os.getpid()}-{POINTER}")
+        temp.write_text(version + "\n", encoding="utf-8")
+        os.replace(temp, pointer)
+        return directory
+
+    def _inside(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise ConfigError(f"adapter path {path} escapes {self.root}")
+        return resolved
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    temp = directory / f"{MANIFEST}.partial"
+    temp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str),
+                    encoding="utf-8")
+    os.replace(temp, directory / MANIFEST)
+
+
+def _remove_dead_temps(directory: Path) -> None:
+    from malt_lake.lake import _alive
+
+    for temp in directory.glob(f"{TEMP_PREFIX}*"):
+        pid = temp.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
