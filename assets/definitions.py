@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.credit import credit, generation_rewards, leaf_rewards, role_dataset_tables
+from assets.evaluation import evaluation
 from assets.expansion import critiques, generations, refinements
 from assets.questions import dataset_catalog, questions
 from assets.resources import resources_for_env
@@ -13,6 +14,7 @@ ALL_ASSETS = [
     generations, critiques, refinements,
     generation_rewards, leaf_rewards, credit, role_dataset_tables,
     generator_adapter, verifier_adapter, refiner_adapter,
+    evaluation,
 ]
 
 defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_for_env())

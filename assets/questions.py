@@ -5,7 +5,7 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 
 import dagster as dg
 
-from assets.partitions import shard_partitions
+from assets.partitions import dataset_partitions, shard_partitions
 from assets.resources import LakeResource, ProjectResource
 from malt_lake.ingest import build_catalog, shard_questions, write_catalog
 from malt_lake.lake import partition_lock
@@ -29,6 +29,11 @@ def dataset_catalog(
     new = [k for k in keys if k not in known]
     if new:
         context.instance.add_dynamic_partitions(shard_partitions.name, new)
+    names = [spec.name for spec in settings.datasets]
+    known_datasets = set(context.instance.get_dynamic_partitions(dataset_partitions.name))
+    if set(names) - known_datasets:
+        context.instance.add_dynamic_partitions(
+            dataset_partitions.name, [n for n in names if n not in known_datasets])
     context.log.info(f"{len(keys)} shard partitions ({len(new)} new)")
     skipped = "\n".join(f"- {p}" for p in catalog.skipped[:20]) or "none"
     return dg.MaterializeResult(metadata={

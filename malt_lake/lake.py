@@ -51,6 +51,11 @@ class Lake:
     def whole_table_file(self, table: str) -> Path:
         return self.table_dir(table) / DATA_FILE
 
+    def dataset_file(self, table: str, dataset: str) -> Path:
+        """Tables with one file per dataset (evaluation): ``<table>/dataset=<d>/``."""
+        return self._inside(self.table_dir(table) / f"dataset={check_name(dataset, 'dataset')}"
+                            / DATA_FILE)
+
     def _inside(self, path: Path) -> Path:
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
@@ -84,6 +89,14 @@ class Lake:
     def write_whole_table(self, table: str, data: pa.Table) -> Path:
         data = schemas.conform(data, schemas.schema_of(table))
         return _atomic_write(data, self.whole_table_file(table))
+
+    def write_dataset_table(self, table: str, dataset: str, data: pa.Table) -> Path:
+        """Replace one dataset's file of a per-dataset table."""
+        data = schemas.conform(data, schemas.schema_of(table))
+        others = set(data.column("dataset").to_pylist()) - {dataset}
+        if others:
+            raise LakeError(f"rows of datasets {sorted(others)} in {table} for {dataset!r}")
+        return _atomic_write(data, self.dataset_file(table, dataset))
 
     # -- reads ----------------------------------------------------------------------------
     def read_partition(self, table: str, key: PartitionKey) -> pa.Table | None:

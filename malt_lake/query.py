@@ -30,7 +30,8 @@ def connect(lake: Lake, *, sandboxed: bool = False,
     con.execute("set memory_limit = $limit",
                 {"limit": os.environ.get("MALT_DUCKDB_MEMORY_LIMIT", "2GB")})
     con.execute("set variable lake_root = $root", {"root": str(lake.tables_dir)})
-    for table, schema in {**schemas.PARTITIONED, **schemas.UNPARTITIONED}.items():
+    tables = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
+    for table, schema in tables.items():
         if lake.has_data(table):
             con.execute(read_sql(f"views/{table}"))
         else:

@@ -117,6 +117,33 @@ DPO = pa.schema([
     ("theta", pa.float64()),
 ])
 
+TURN = pa.struct([("chain", pa.int64()), ("role", pa.string()), ("text", pa.string()),
+                  ("pred_answer", pa.string()), ("adapter", pa.string())])
+
+EVAL_PREDICTIONS = pa.schema([
+    ("eval_id", pa.string()),       # hash of model, adapters, settings, dataset, split
+    ("dataset", pa.string()),
+    ("split", pa.string()),
+    ("seed", pa.int64()),
+    ("system", pa.string()),        # SA | SA+MV | MA | MA+MV | MALT | MALT+MV
+    ("question_id", pa.string()),
+    ("answer", pa.string()),        # ground truth
+    ("pred_answer", pa.string()),   # the system's answer (after the vote for +MV)
+    ("correct", pa.bool_()),
+    ("votes", pa.list_(pa.string())),   # each chain's answer that went into it
+    ("trajectory", pa.list_(TURN)),     # every turn that led to it, chain by chain
+    ("model", pa.string()),
+])
+
+EVAL_SCORES = pa.schema([
+    ("dataset", pa.string()),
+    ("split", pa.string()),
+    ("system", pa.string()),
+    ("seed", pa.int64()),
+    ("accuracy", pa.float64()),
+    ("n", pa.int64()),
+])
+
 ROLES = ("generator", "verifier", "refiner")
 SFT_TABLES = {f"sft_{role}": role for role in ROLES}
 DPO_TABLES = {f"dpo_{role}": role for role in ROLES}
@@ -134,6 +161,9 @@ PARTITIONED: dict[str, pa.Schema] = {
     **{name: DPO for name in DPO_TABLES},
 }
 UNPARTITIONED: dict[str, pa.Schema] = {"shards": SHARDS}
+# Tables with one file per dataset (evaluation runs over a dataset's held-out split).
+BY_DATASET: dict[str, pa.Schema] = {"eval_predictions": EVAL_PREDICTIONS,
+                                    "eval_scores": EVAL_SCORES}
 
 
 def schema_of(table: str) -> pa.Schema:
@@ -141,6 +171,8 @@ def schema_of(table: str) -> pa.Schema:
         return PARTITIONED[table]
     if table in UNPARTITIONED:
         return UNPARTITIONED[table]
+    if table in BY_DATASET:
+        return BY_DATASET[table]
     raise KeyError(table)
 
 

@@ -75,6 +75,9 @@ class DatasetSpec(_Strict):
     family: Family = Field(description="Answer checker family: numeric, math or mcq.")
     splits: dict[str, SplitSource] = Field(description="Split name -> source.")
     shard_size: int = Field(64, ge=1, le=100_000, description="Questions per shard partition.")
+    eval_split: str = Field(
+        "heldout", description="Split the evaluation runs on (never trained on): 'heldout' "
+        "for the built-in set, e.g. 'dev' or 'test' for real datasets.")
     bad_rows: Literal["error", "skip"] = Field(
         "error",
         description="'error' refuses the dataset on any malformed row; 'skip' drops those rows "

@@ -1,0 +1,68 @@
+"""Evaluation on held-out questions: the paper's comparison table, per dataset.
+
+No `from __future__ import annotations` here: Dagster inspects the context annotation.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from assets.partitions import dataset_partitions
+from assets.resources import BackendResource, LakeResource, ProjectResource
+from malt_lake.evaluate import EvalSettings, evaluate, scores, summary
+from malt_lake.lake import partition_lock
+from malt_lake.report import inline_image, summary_markdown, write_report
+from malt_lake.sqlfiles import sql_path
+from malt_lake.training.store import AdapterStore
+
+
+class EvalConfig(dg.Config):
+    """How the comparison is sampled (defaults: the paper's MV@3 and temperature)."""
+
+    seeds: int = Field(default=4, description="Repeats; accuracy is mean ± std over them.")
+    votes: int = Field(default=3, description="Chains per question for majority vote.")
+    temperature: float = Field(default=0.3, description="Sampling temperature.")
+    max_tokens: int = Field(default=256, description="Most new tokens per turn.")
+    limit: int | None = Field(default=None, description="Only the first N held-out questions.")
+
+
+@dg.asset(group_name="evaluate", partitions_def=dataset_partitions,
+          deps=["generator_adapter", "verifier_adapter", "refiner_adapter",
+                dg.AssetDep("questions", partition_mapping=dg.AllPartitionMapping())],
+          kinds={"parquet", "llm"})
+def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
+               project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
+    """SA, SA+MV, MA, MA+MV, MALT and MALT+MV on the dataset's held-out split."""
+    dataset = context.partition_key
+    spec = project.settings().dataset(dataset)
+    the_lake = lake.lake()
+    store = AdapterStore(the_lake.root)
+    adapters = {role: (str(d) if (d := store.current(role)) else None)
+                for role in ("generator", "verifier", "refiner")}
+    untrained = [role for role, path in adapters.items() if path is None]
+    if untrained:
+        context.log.warning(f"no adapter for {', '.join(untrained)}: MALT runs those roles "
+                            "on the base model")
+    settings = EvalSettings(**config.model_dump())
+    with partition_lock(the_lake, f"evaluation.{dataset}"):
+        model = backend.build()
+        try:
+            predictions = evaluate(the_lake, model, dataset, spec.eval_split, adapters,
+                                   settings, log=context.log.info)
+        finally:
+            model.close()
+        the_lake.write_dataset_table("eval_predictions", dataset, predictions)
+        the_lake.write_dataset_table("eval_scores", dataset, scores(the_lake, dataset))
+    table = summary(the_lake, dataset)
+    report, chart, _ = write_report(the_lake.root / "reports", dataset, table, {
+        "model": predictions.column("model")[0].as_py(),
+        "adapters": adapters, "questions": predictions.num_rows // (6 * settings.seeds),
+        **settings.model_dump()})
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": predictions.num_rows,
+        "results": dg.MetadataValue.md(summary_markdown(table)),
+        "chart": dg.MetadataValue.md(inline_image(chart)),
+        "report": dg.MetadataValue.path(str(report)),
+        "untrained_roles": ", ".join(untrained) or "none",
+        "eval_id": predictions.column("eval_id")[0].as_py(),
+        "scores_sql": dg.MetadataValue.path(str(sql_path("evaluation/summary"))),
+    })
