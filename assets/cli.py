@@ -9,9 +9,8 @@ import time
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
 
-from assets import runner
+from assets import pipeline, runner
 from malt_lake.cli import app, console, current_lake, print_frame, run
 from malt_lake.query import run_read_only
 
@@ -24,14 +23,7 @@ def ingest(
 ) -> None:
     """Validate the configured datasets, register their shards and write their questions."""
     started = time.perf_counter()
-    runner.materialize(["dataset_catalog"])
-    keys = [k for k in runner.registered_partitions()
-            if not dataset or k.split(".", 1)[0] in dataset]
-    with Progress(console=console) as progress:
-        task = progress.add_task("questions", total=len(keys))
-        for key in keys:
-            runner.materialize(["questions"], partition_key=key)
-            progress.advance(task)
+    keys = pipeline.ingest(None, dataset, lambda message: None)
     console.print(f"ingested {len(keys)} partition(s) in {time.perf_counter() - started:.1f}s")
 
 
@@ -39,36 +31,67 @@ def ingest(
 def materialize(
     select: Annotated[str, typer.Option(
         help="Comma-separated asset names or aliases: expansion (G, V, R), cheap (credit + "
-             "role datasets), role_datasets, tree (everything after questions).")],
+             "role datasets), role_datasets, tree (everything after questions), adapters "
+             "(the three LoRA adapters), evaluation.")],
     partition: Annotated[list[str] | None, typer.Option(
-        help="Partition key(s), e.g. arith.train.0000 (repeatable).")] = None,
+        help="Shard partition(s), e.g. arith.train.0000 (repeatable).")] = None,
     all_train: Annotated[bool, typer.Option(
         "--all-train", help="Every registered partition of a 'train' split.")] = False,
+    dataset: Annotated[list[str] | None, typer.Option(
+        help="Dataset(s) to evaluate (repeatable); default every configured one.")] = None,
     theta: Annotated[float | None, typer.Option(help="Credit threshold in (0, 1).")] = None,
     n: Annotated[int | None, typer.Option(help="Branching factor for G, V and R.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Most new tokens per sample.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        help="Most new tokens per sample (expansion and evaluation).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     batch_prompts: Annotated[int | None, typer.Option(
         help="Parents per checkpointed batch.")] = None,
+    recipe: Annotated[str | None, typer.Option(
+        help="Training recipe name or TOML path (default: by MALT_ENV / MALT_RECIPE).")] = None,
+    train_steps: Annotated[int | None, typer.Option(
+        help="Cap every training stage at this many steps.")] = None,
+    force_train: Annotated[bool, typer.Option(
+        "--force-train", help="Retrain adapters even if identical ones exist.")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Evaluation seeds.")] = None,
+    eval_limit: Annotated[int | None, typer.Option(
+        help="Evaluate only the first N held-out questions.")] = None,
 ) -> None:
-    """Materialize assets for partitions, e.g. credit with another theta (no model calls)."""
+    """Materialize assets: shard assets per --partition, adapters once, evaluation per
+    dataset. E.g. credit with another theta: --select cheap --partition ... --theta 0.7."""
     selection = runner.expand_selection([s.strip() for s in select.split(",") if s.strip()])
     if theta is not None:
         from malt_lake.credit import validate_theta
 
         validate_theta(theta)
-    overrides = {k: v for k, v in {"n": n, "max_tokens": max_tokens, "temperature": temperature,
-                                   "batch_prompts": batch_prompts}.items() if v is not None}
-    config = runner.run_config_for(theta, overrides, selection)
-    keys = list(partition or [])
+    overrides = _given(n=n, max_tokens=max_tokens, temperature=temperature,
+                       batch_prompts=batch_prompts)
+    config = runner.run_config_for(
+        theta, overrides, selection,
+        train=_given(recipe=recipe, max_steps=train_steps, force=force_train or None),
+        evaluation=_given(seeds=seeds, limit=eval_limit, max_tokens=max_tokens,
+                          temperature=temperature))
+    groups: dict[str | None, list[str]] = {}
+    for asset in selection:
+        groups.setdefault(runner.partitioning(asset), []).append(asset)
+    shard_keys = list(partition or [])
     if all_train:
-        keys += [k for k in runner.registered_partitions() if k.split(".")[1] == "train"]
-    for key in keys or [None]:
-        started = time.perf_counter()
-        runner.materialize(selection, key, config)
-        console.print(f"materialized {', '.join(selection)}"
-                      + (f" for {key}" if key else "")
-                      + f" in {time.perf_counter() - started:.1f}s")
+        shard_keys += [k for k in runner.registered_partitions() if k.split(".")[1] == "train"]
+    if "shards" in groups and not shard_keys:
+        raise typer.BadParameter(f"{', '.join(groups['shards'])} need --partition or "
+                                 "--all-train", param_hint="--partition")
+    datasets = list(dataset or runner.registered_partitions(kind="datasets"))
+    plan = [("shards", shard_keys), (None, [None]), ("datasets", datasets)]
+    for kind, keys in plan:
+        for key in keys if kind in groups else []:
+            started = time.perf_counter()
+            runner.materialize(groups[kind], key, config)
+            console.print(f"materialized {', '.join(groups[kind])}"
+                          + (f" for {key}" if key else "")
+                          + f" in {time.perf_counter() - started:.1f}s")
+
+
+def _given(**values):
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @app.command()
@@ -84,42 +107,118 @@ def ui(
                     "-h", host, "-p", str(port)], env=env, check=False)
 
 
-DEMO_PARTITION = "arith.train.0000"
+DEMO_DATASET = "arith"
 
 
 @app.command()
 def demo(
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per sample.")] = 128,
     n: Annotated[int, typer.Option(help="Branching factor (27 leaves per question at 3).")] = 3,
+    train_shards: Annotated[int, typer.Option(
+        help="Training shards to expand (16 questions each).")] = 1,
+    seeds: Annotated[int, typer.Option(help="Evaluation seeds (mean ± std).")] = 2,
+    eval_limit: Annotated[int | None, typer.Option(
+        help="Evaluate only the first N held-out questions.")] = None,
+    train_steps: Annotated[int | None, typer.Option(
+        help="Cap every training stage at this many steps (default: the recipe's).")] = None,
+    rounds: Annotated[int, typer.Option(
+        help="MALT rounds; round i+1 expands with round i's adapters.")] = 1,
 ) -> None:
-    """The main job on the embedded default: ingest the built-in arithmetic set, expand one
-    train shard as MALT trees with the embedded model, assign credit, build role datasets."""
-    import polars as pl
-
+    """The main job on the embedded default: ingest the built-in arithmetic set, expand MALT
+    trees with the embedded model, assign credit, build role datasets, train the three LoRA
+    adapters and compare SA, MA and MALT (each ± majority vote) on held-out questions."""
     lake = current_lake()
     started = time.perf_counter()
-    ingest(dataset=None)
-    console.print(f"[bold]expanding {DEMO_PARTITION}[/bold] with the embedded model "
-                  f"(n={n}, max_tokens={max_tokens}); progress bars below")
-    selection = runner.expand_selection(["tree"])
-    runner.materialize(selection, DEMO_PARTITION, runner.run_config_for(
-        0.5, {"n": n, "max_tokens": max_tokens}, selection))
+    pipeline.ingest(None, [DEMO_DATASET], console.print)
+    train = [k for k in runner.registered_partitions()
+             if k.startswith(f"{DEMO_DATASET}.train.")][:train_shards]
+    plan = pipeline.RoundPlan(train_partitions=train, datasets=[DEMO_DATASET], n=n,
+                              max_tokens=max_tokens, seeds=seeds, eval_limit=eval_limit,
+                              train_steps=train_steps)
+    results = _rounds(plan, rounds)
+    _print_tree_analytics(lake)
+    for result in results:
+        console.print(f"\n[bold]Held-out accuracy, round {result.index}[/bold] "
+                      f"({result.warehouse})")
+        print_frame(_summary_frame(result.summaries[DEMO_DATASET]), limit=10)
+    report = results[-1].warehouse / "reports" / f"eval-{DEMO_DATASET}.md"
+    console.print(
+        f"\nDone in {time.perf_counter() - started:.0f}s.\n"
+        f"Lake:             {lake.tables_dir}\n"
+        f"Report:           {report} (+ .png chart)\n"
+        f"Adapters:         {lake.root / 'adapters'}\n"
+        "Open the UI:      .venv/bin/malt-lake ui   (then http://127.0.0.1:3000, Assets)\n"
+        "Query the trees:  .venv/bin/malt-lake sql \"select node_id, role, value, label "
+        "from credit order by node_id limit 20\"\n"
+        f"One tree:         .venv/bin/malt-lake tree {_first_question(lake, train)}\n"
+        "Predictions:      .venv/bin/malt-lake sql \"select system, avg(correct::int) acc "
+        "from eval_predictions group by all order by all\"\n"
+        f"Change theta:     .venv/bin/malt-lake materialize --select cheap --partition "
+        f"{train[0]} --theta 0.7   (no model calls)\n"
+    )
+
+
+@app.command(name="rounds")
+def rounds_command(
+    k: Annotated[int, typer.Option("--k", help="Number of rounds.")] = 2,
+    max_tokens: Annotated[int, typer.Option(help="Most new tokens per sample.")] = 128,
+    n: Annotated[int, typer.Option(help="Branching factor.")] = 3,
+    seeds: Annotated[int, typer.Option(help="Evaluation seeds.")] = 2,
+    train_steps: Annotated[int | None, typer.Option(help="Cap every training stage.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        help="Datasets (repeatable); default every configured one.")] = None,
+) -> None:
+    """Iterative MALT: k rounds, round i+1 expanding its trees with round i's adapters; each
+    round is its own lake version under <warehouse>/rounds/ with its own evaluation."""
+    if k < 1:
+        raise typer.BadParameter("--k must be >= 1")
+    keys = pipeline.ingest(None, dataset, console.print)
+    datasets = dataset or runner.registered_partitions(kind="datasets")
+    plan = pipeline.RoundPlan(train_partitions=[x for x in keys if x.split(".")[1] == "train"],
+                              datasets=list(datasets), n=n, max_tokens=max_tokens,
+                              seeds=seeds, train_steps=train_steps)
+    for result in _rounds(plan, k):
+        for name, table in result.summaries.items():
+            console.print(f"\n[bold]{name}, round {result.index}[/bold] ({result.warehouse})")
+            print_frame(_summary_frame(table), limit=10)
+
+
+def _rounds(plan: pipeline.RoundPlan, k: int) -> list[pipeline.RoundResult]:
+    root, previous, results = current_lake().root, None, []
+    for index in range(1, k + 1):
+        result = pipeline.run_round(index, root, plan, previous, console.print)
+        results.append(result)
+        previous = result.adapters
+    return results
+
+
+def _summary_frame(table):
+    import polars as pl
+
+    frame = pl.from_arrow(table)
+    return frame.select(
+        "system",
+        (pl.col("accuracy_mean") * 100).round(1).alias("accuracy_%"),
+        (pl.col("accuracy_std") * 100).round(1).alias("std_%"),
+        "seeds", "predictions")
+
+
+def _print_tree_analytics(lake) -> None:
+    import polars as pl
+
     for title, query in [
-        ("Accuracy per role turn", "select * from accuracy_by_turn"),
+        ("Accuracy per role turn (training trees)", "select * from accuracy_by_turn"),
         ("How the refiner changed the generator's answers", "select * from flips"),
         ("Positive nodes per role at theta", "select * from positive_rate"),
         ("Role datasets", "select * from pairs_per_role"),
     ]:
         console.print(f"\n[bold]{title}[/bold]")
         print_frame(pl.from_arrow(run_read_only(lake, query)), limit=50)
-    console.print(
-        f"\nDone in {time.perf_counter() - started:.0f}s. Lake: {lake.tables_dir}\n"
-        "Open the UI:      .venv/bin/malt-lake ui   (then http://127.0.0.1:3000)\n"
-        "Query the trees:  .venv/bin/malt-lake sql \"select node_id, role, value, label "
-        "from credit order by node_id limit 20\"\n"
-        f"Change theta:     .venv/bin/malt-lake materialize --select cheap --partition "
-        f"{DEMO_PARTITION} --theta 0.7   (no model calls)\n"
-    )
+
+
+def _first_question(lake, train: list[str]) -> str:
+    rows = run_read_only(lake, "select min(question_id) q from generations").to_pylist()
+    return rows[0]["q"] if rows and rows[0]["q"] else "<question_id>"
 
 
 def main() -> None:

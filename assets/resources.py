@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -87,7 +88,8 @@ ENV_BACKENDS = {
 ENV_RECIPES = {"local": "cpu-smollm2", "test": "cpu-smollm2", "gpu": "gpu-qwen2.5-1.5b"}
 
 
-def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResource]:
+def resources_for_env(env: str | None = None,
+                      warehouse: Path | None = None) -> dict[str, dg.ConfigurableResource]:
     env = env or os.environ.get("MALT_ENV", "local")
     if env not in ENV_BACKENDS:
         raise ValueError(f"MALT_ENV={env!r}: expected one of {sorted(ENV_BACKENDS)}")
@@ -99,7 +101,7 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
     if os.environ.get("MALT_FAKE_DELAY_S"):
         backend["fake_delay_s"] = float(os.environ["MALT_FAKE_DELAY_S"])
     return {
-        "lake": LakeResource(warehouse=str(warehouse_root())),
+        "lake": LakeResource(warehouse=str(warehouse or warehouse_root())),
         "project": ProjectResource(config_file=os.environ.get("MALT_CONFIG")),
         "backend": BackendResource(**backend),
         "training": TrainingResource(

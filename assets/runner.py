@@ -44,7 +44,24 @@ ALIASES = {
              "dpo_verifier", "dpo_refiner"],
     "cheap": ["credit", "sft_generator", "sft_verifier", "sft_refiner",
               "dpo_generator", "dpo_verifier", "dpo_refiner"],
+    "adapters": ["generator_adapter", "verifier_adapter", "refiner_adapter"],
 }
+EXPANSION = ("generations", "critiques", "refinements")
+ADAPTERS = ("generator_adapter", "verifier_adapter", "refiner_adapter")
+
+
+def partitioning(asset: str) -> str | None:
+    """'shards', 'datasets' or None (unpartitioned) for an asset name."""
+    from assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey(asset)
+    if not graph.has(key):
+        known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+        raise MaltLakeError(f"unknown asset {asset!r}; assets: {', '.join(known)}; aliases: "
+                            f"{', '.join(ALIASES)}")
+    partitions_def = graph.get(key).partitions_def
+    return partitions_def.name if partitions_def is not None else None
 
 
 def expand_selection(selection: Sequence[str]) -> list[str]:
@@ -58,14 +75,26 @@ def expand_selection(selection: Sequence[str]) -> list[str]:
 
 
 def run_config_for(theta: float | None = None, role_overrides: dict[str, Any] | None = None,
-                   selection: Sequence[str] = ()) -> dict[str, Any]:
-    """Run config: theta for credit, sampling overrides for the expansion assets selected."""
+                   selection: Sequence[str] = (), *,
+                   role_adapters: dict[str, str] | None = None,
+                   train: dict[str, Any] | None = None,
+                   evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run config for the selected assets: theta for credit, sampling overrides (and a LoRA
+    adapter per role, for later rounds) for expansion, training and evaluation settings."""
     ops: dict[str, Any] = {}
     if theta is not None and "credit" in selection:
         ops["credit"] = {"config": {"theta": theta}}
-    for asset in ("generations", "critiques", "refinements"):
-        if role_overrides and asset in selection:
-            ops[asset] = {"config": dict(role_overrides)}
+    for asset, role in zip(EXPANSION, ("generator", "verifier", "refiner"), strict=True):
+        config = dict(role_overrides or {})
+        if role_adapters and role_adapters.get(role):
+            config["adapter"] = role_adapters[role]
+        if config and asset in selection:
+            ops[asset] = {"config": config}
+    for asset in ADAPTERS:
+        if train and asset in selection:
+            ops[asset] = {"config": dict(train)}
+    if evaluation and "evaluation" in selection:
+        ops["evaluation"] = {"config": dict(evaluation)}
     return {"ops": ops} if ops else {}
 
 
@@ -74,29 +103,42 @@ def materialize(
     partition_key: str | None = None,
     run_config: dict[str, Any] | None = None,
     dagster_instance: dg.DagsterInstance | None = None,
+    warehouse: Path | None = None,
 ) -> dg.ExecuteInJobResult:
-    """Run one materialization of ``selection`` (asset names) for one partition."""
+    """Run one materialization of ``selection`` (asset names) for one partition, in the
+    default lake or in ``warehouse`` (a later round's lake)."""
     from assets.definitions import ALL_ASSETS
     from assets.resources import resources_for_env
 
     dagster_instance = dagster_instance or instance()
-    if partition_key is not None:
+    selection = expand_selection(selection)
+    kinds = {partitioning(asset) for asset in selection}
+    if len(kinds) > 1:
+        raise MaltLakeError(f"{', '.join(selection)} mix shard-partitioned, per-dataset and "
+                            "unpartitioned assets; materialize them in separate runs")
+    kind = kinds.pop()
+    if partition_key is None and kind is not None:
+        raise MaltLakeError(f"{', '.join(selection)} need a partition: a shard such as "
+                            "arith.train.0000" if kind == "shards" else "a dataset such as arith")
+    if partition_key is not None and kind is None:
+        raise MaltLakeError(f"{', '.join(selection)} are not partitioned; drop the partition")
+    if kind == "shards":
         PartitionKey.parse(partition_key)
-        known = registered_partitions(dagster_instance)
+    if kind is not None:
+        known = sorted(dagster_instance.get_dynamic_partitions(kind))
         if partition_key not in known:
             raise MaltLakeError(
                 f"unknown partition {partition_key!r}: run `malt-lake ingest` to register the "
-                f"configured datasets' shards ({len(known)} known; `malt-lake partitions` "
-                "lists them)"
+                f"configured datasets and their shards ({len(known)} known: "
+                f"{', '.join(known[:5])}{' ...' if len(known) > 5 else ''})"
             )
 
-    selection = expand_selection(selection)
     result = dg.materialize(
         ALL_ASSETS,
         selection=selection,
         partition_key=partition_key,
         run_config={**QUIET, **(run_config or {})},
-        resources=resources_for_env(),  # read the environment now, not at import
+        resources=resources_for_env(warehouse=warehouse),  # the environment now, not at import
         instance=dagster_instance,
         raise_on_error=False,
     )
@@ -117,8 +159,8 @@ def _failure_message(result: dg.ExecuteInJobResult, selection: Sequence[str],
     return f"materializing {', '.join(selection)}{where} failed:\n  " + "\n  ".join(details)
 
 
-def registered_partitions(dagster_instance: dg.DagsterInstance | None = None) -> list[str]:
-    from assets.partitions import shard_partitions
-
+def registered_partitions(dagster_instance: dg.DagsterInstance | None = None,
+                          kind: str = "shards") -> list[str]:
+    """Registered partition keys: shards (``arith.train.0000``) or datasets (``arith``)."""
     inst = dagster_instance or instance()
-    return sorted(inst.get_dynamic_partitions(shard_partitions.name))
+    return sorted(inst.get_dynamic_partitions(kind))

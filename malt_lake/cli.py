@@ -66,6 +66,21 @@ def partitions() -> None:
     print_frame(frame, limit=10_000)
 
 
+@app.command()
+def tree(
+    question_id: Annotated[str, typer.Argument(help="A question id, e.g. arith-train-000003.")],
+    width: Annotated[int, typer.Option(help="Characters of each node's text to show.")] = 70,
+) -> None:
+    """Print one question's tree: every answer, critique and refinement with its extracted
+    answer, reward (leaves), value and label (+ positive, − negative at the current θ)."""
+    from malt_lake.tree_view import load_tree, render_tree
+
+    question, nodes = load_tree(current_lake(), question_id)
+    console.print(render_tree(question, nodes, width))
+    theta = next((n["theta"] for n in nodes if n["theta"] is not None), None)
+    console.print(f"[dim]{len(nodes)} nodes; labels at theta = {theta}[/dim]")
+
+
 def print_frame(frame: pl.DataFrame, limit: int) -> None:
     table = Table(show_lines=False)
     for column in frame.columns:

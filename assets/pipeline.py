@@ -1,0 +1,95 @@
+"""The whole graph in order, as the demo and ``malt-lake rounds`` run it.
+
+One round: questions → G/V/R trees of the training shards → rewards, credit, role datasets →
+three adapters → evaluation on the held-out split. Round i+1 (the paper's future work) lives
+in its own lake, ``<warehouse>/rounds/round-<i+1>/``, and expands its trees with round i's
+adapters (G with G's, V with V's, R with R's); its adapters are fresh LoRAs on the base model
+trained on the new trees, and it has its own evaluation table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from assets import runner
+from malt_lake.evaluate import summary
+from malt_lake.lake import Lake
+from malt_lake.training.store import AdapterStore
+
+ROLES = ("generator", "verifier", "refiner")
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Sizes of one pass over the graph."""
+
+    train_partitions: list[str]
+    datasets: list[str]
+    n: int = 3
+    max_tokens: int = 128
+    theta: float = 0.5
+    seeds: int = 2
+    eval_limit: int | None = None
+    train_steps: int | None = None
+    recipe: str | None = None
+
+
+@dataclass
+class RoundResult:
+    index: int
+    warehouse: Path
+    adapters: dict[str, str | None]
+    summaries: dict[str, pa.Table] = field(default_factory=dict)
+
+
+def round_warehouse(root: Path, index: int) -> Path:
+    return root if index == 1 else root / "rounds" / f"round-{index}"
+
+
+def ingest(warehouse: Path | None, datasets: list[str] | None, say: Say) -> list[str]:
+    """The shard catalog (registers partitions) and every shard's questions."""
+    runner.materialize(["dataset_catalog"], warehouse=warehouse)
+    keys = [k for k in runner.registered_partitions()
+            if not datasets or k.split(".", 1)[0] in datasets]
+    for key in keys:
+        runner.materialize(["questions"], partition_key=key, warehouse=warehouse)
+    say(f"ingested {len(keys)} partition(s)")
+    return keys
+
+
+def run_round(index: int, root: Path, plan: RoundPlan,
+              previous: dict[str, str | None] | None, say: Say) -> RoundResult:
+    warehouse = round_warehouse(root, index)
+    if index > 1:
+        say(f"[bold]round {index}[/bold]: lake {warehouse}, trees expanded with round "
+            f"{index - 1}'s adapters")
+        ingest(warehouse, plan.datasets, say)
+    tree = runner.expand_selection(["tree"])
+    config = runner.run_config_for(plan.theta, {"n": plan.n, "max_tokens": plan.max_tokens},
+                                   tree, role_adapters=previous)
+    for key in plan.train_partitions:
+        say(f"[bold]expanding {key}[/bold] (n={plan.n}, max_tokens={plan.max_tokens})")
+        runner.materialize(tree, key, config, warehouse=warehouse)
+    train = {k: v for k, v in {"max_steps": plan.train_steps, "recipe": plan.recipe}.items()
+             if v is not None}
+    say("[bold]training adapters[/bold] (G: SFT; V, R: SFT then DPO)")
+    adapters = runner.expand_selection(["adapters"])
+    runner.materialize(adapters, None, runner.run_config_for(selection=adapters, train=train),
+                       warehouse=warehouse)
+    store = AdapterStore(warehouse)
+    trained = {role: (str(d) if (d := store.current(role)) else None) for role in ROLES}
+    result = RoundResult(index, warehouse, trained)
+    evaluation = {"seeds": plan.seeds, "max_tokens": plan.max_tokens}
+    if plan.eval_limit:
+        evaluation["limit"] = plan.eval_limit
+    for dataset in plan.datasets:
+        say(f"[bold]evaluating {dataset}[/bold] on held-out questions ({plan.seeds} seed(s))")
+        runner.materialize(["evaluation"], dataset, runner.run_config_for(
+            selection=["evaluation"], evaluation=evaluation), warehouse=warehouse)
+        result.summaries[dataset] = summary(Lake(warehouse), dataset)
+    return result
