@@ -46,6 +46,8 @@ def materialize(
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     batch_prompts: Annotated[int | None, typer.Option(
         help="Parents per checkpointed batch.")] = None,
+    adapter: Annotated[str | None, typer.Option(
+        help="LoRA adapter dir the selected expansion assets generate with.")] = None,
     recipe: Annotated[str | None, typer.Option(
         help="Training recipe name or TOML path (default: by MALT_ENV / MALT_RECIPE).")] = None,
     train_steps: Annotated[int | None, typer.Option(
@@ -64,7 +66,7 @@ def materialize(
 
         validate_theta(theta)
     overrides = _given(n=n, max_tokens=max_tokens, temperature=temperature,
-                       batch_prompts=batch_prompts)
+                       batch_prompts=batch_prompts, adapter=adapter)
     config = runner.run_config_for(
         theta, overrides, selection,
         train=_given(recipe=recipe, max_steps=train_steps, force=force_train or None),
@@ -118,7 +120,7 @@ def demo(
         help="Training shards to expand (16 questions each).")] = 1,
     seeds: Annotated[int, typer.Option(help="Evaluation seeds (mean ± std).")] = 2,
     eval_limit: Annotated[int | None, typer.Option(
-        help="Evaluate only the first N held-out questions.")] = None,
+        help="Evaluate only the first N held-out questions (0: all).")] = 24,
     train_steps: Annotated[int | None, typer.Option(
         help="Cap every training stage at this many steps (default: the recipe's).")] = None,
     rounds: Annotated[int, typer.Option(
@@ -133,7 +135,7 @@ def demo(
     train = [k for k in runner.registered_partitions()
              if k.startswith(f"{DEMO_DATASET}.train.")][:train_shards]
     plan = pipeline.RoundPlan(train_partitions=train, datasets=[DEMO_DATASET], n=n,
-                              max_tokens=max_tokens, seeds=seeds, eval_limit=eval_limit,
+                              max_tokens=max_tokens, seeds=seeds, eval_limit=eval_limit or None,
                               train_steps=train_steps)
     results = _rounds(plan, rounds)
     _print_tree_analytics(lake)

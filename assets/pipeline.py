@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from assets import runner
+from malt_lake.errors import MaltLakeError
 from malt_lake.evaluate import summary
 from malt_lake.lake import Lake
 from malt_lake.training.store import AdapterStore
@@ -54,6 +55,11 @@ def round_warehouse(root: Path, index: int) -> Path:
 def ingest(warehouse: Path | None, datasets: list[str] | None, say: Say) -> list[str]:
     """The shard catalog (registers partitions) and every shard's questions."""
     runner.materialize(["dataset_catalog"], warehouse=warehouse)
+    configured = runner.registered_partitions(kind="datasets")
+    unknown = sorted(set(datasets or []) - set(configured))
+    if unknown:
+        raise MaltLakeError(f"unknown dataset(s) {', '.join(unknown)}; configured: "
+                            f"{', '.join(configured)} (MALT_CONFIG adds more)")
     keys = [k for k in runner.registered_partitions()
             if not datasets or k.split(".", 1)[0] in datasets]
     for key in keys:

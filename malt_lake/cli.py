@@ -93,6 +93,13 @@ def print_frame(frame: pl.DataFrame, limit: int) -> None:
     console.print(f"[dim]{frame.height} row(s)[/dim]")
 
 
+# typer >= 0.20 vendors click: its usage errors are not click's
+USAGE_ERRORS: tuple[type[Exception], ...] = tuple({
+    click.ClickException,
+    getattr(getattr(typer, "_click", None), "exceptions", click).ClickException,
+})
+
+
 def run(app_: typer.Typer) -> None:
     """Run a Typer app, turning our errors into one clear line and exit code 2."""
     try:
@@ -100,7 +107,7 @@ def run(app_: typer.Typer) -> None:
     except MaltLakeError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}")
         raise SystemExit(2) from None
-    except click.ClickException as exc:
+    except USAGE_ERRORS as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
     except typer.Exit as exc:

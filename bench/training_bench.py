@@ -1,0 +1,145 @@
+"""Training benchmark: our role-training path vs TRL called directly, same data and config.
+
+Builds one partition's role datasets with the fast fake backend (the texts don't matter for
+throughput), then trains the refiner (LoRA SFT, then DPO from the SFT adapter) twice, side by
+side in one run: through ``malt_lake.training.role.train_role`` (lake → DuckDB → datasets →
+TRL → adapter + manifest) and through a hand-written TRL script on the same rows read straight
+from the Parquet files. Reports trainer tokens/s (TRL's own token count over its train
+runtime) and end-to-end seconds of each, and their ratios.
+
+    .venv/bin/python bench/training_bench.py --steps 4 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("MALT_ENV", "test")
+
+KEY = "arith.train.0000"
+TREE = ["questions", "generations", "critiques", "refinements", "generation_rewards",
+        "leaf_rewards", "credit", "sft_generator", "sft_verifier", "sft_refiner",
+        "dpo_generator", "dpo_verifier", "dpo_refiner"]
+
+
+def build_lake(root: Path) -> None:
+    import dagster as dg
+
+    from assets.definitions import ALL_ASSETS
+    from assets.resources import BackendResource, LakeResource, ProjectResource
+
+    resources = {"lake": LakeResource(warehouse=str(root)),
+                 "project": ProjectResource(config_file=None),
+                 "backend": BackendResource(kind="fake", model="fake")}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
+                              resources=resources).success
+        assert dg.materialize(ALL_ASSETS, selection=TREE, partition_key=KEY,
+                              instance=instance, resources=resources).success
+
+
+def ours(root: Path, steps: int) -> dict:
+    from malt_lake.lake import Lake
+    from malt_lake.training import load_recipe
+    from malt_lake.training.role import train_role
+
+    recipe = load_recipe("cpu-smollm2").with_stages(max_steps=steps)
+    started = time.perf_counter()
+    result = train_role(Lake(root), "refiner", recipe, force=True, log=lambda m: None)
+    wall = time.perf_counter() - started
+    stages = result.manifest["stages"]
+    return {"wall_s": wall, **{f"{k}_tok_s": v["tokens_per_s"] for k, v in stages.items()},
+            **{f"{k}_tokens": v["tokens"] for k, v in stages.items()}}
+
+
+def direct(root: Path, steps: int, out: Path) -> dict:
+    """TRL as its docs show it: no malt_lake code between the Parquet rows and the trainer."""
+    import pyarrow.parquet as pq
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from malt_lake.backends.embedded import embedded_model_dir
+
+    started = time.perf_counter()
+    lake = root / "lake"
+    sft_rows = pq.read_table(next((lake / "sft_refiner").rglob("data.parquet")),
+                             columns=["prompt", "completion"])
+    dpo_rows = pq.read_table(next((lake / "dpo_refiner").rglob("data.parquet")),
+                             columns=["prompt", "chosen", "rejected"])
+    model_dir = embedded_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    common = dict(max_steps=steps, per_device_train_batch_size=4, max_length=512,
+                  logging_steps=1, save_strategy="no", report_to=[], seed=0, data_seed=0,
+                  use_cpu=True, warmup_steps=0.0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    sft = SFTTrainer(model=model, train_dataset=Dataset(sft_rows), processing_class=tokenizer,
+                     args=SFTConfig(output_dir=str(out / "sft"), learning_rate=2e-4, **common),
+                     peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05,
+                                            target_modules=["q_proj", "k_proj", "v_proj",
+                                                            "o_proj", "gate_proj", "up_proj",
+                                                            "down_proj"],
+                                            task_type="CAUSAL_LM"))
+    sft_out = sft.train()
+    sft.model.save_pretrained(out / "sft-adapter")
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    policy = PeftModel.from_pretrained(base, out / "sft-adapter", is_trainable=True)
+    dpo = DPOTrainer(model=policy, train_dataset=Dataset(dpo_rows), processing_class=tokenizer,
+                     args=DPOConfig(output_dir=str(out / "dpo"), learning_rate=5e-5, beta=0.2,
+                                    **common))
+    dpo_out = dpo.train()
+    dpo.model.save_pretrained(out / "dpo-adapter", selected_adapters=["default"])
+    wall = time.perf_counter() - started
+
+    def tokens(trainer) -> int:
+        return max(int(h.get("num_tokens", 0)) for h in trainer.state.log_history)
+
+    return {"wall_s": wall,
+            "sft_tok_s": tokens(sft) / sft_out.metrics["train_runtime"],
+            "dpo_tok_s": tokens(dpo) / dpo_out.metrics["train_runtime"],
+            "sft_tokens": tokens(sft), "dpo_tokens": tokens(dpo)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=4, help="Optimizer steps per stage.")
+    parser.add_argument("--repeats", type=int, default=1, help="Alternating pairs of runs.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp) / "warehouse"
+        build_lake(root)
+        results: dict[str, list[dict]] = {"ours": [], "direct": []}
+        for repeat in range(args.repeats):
+            order = ["ours", "direct"] if repeat % 2 == 0 else ["direct", "ours"]
+            for name in order:
+                run = ours(root, args.steps) if name == "ours" else \
+                    direct(root, args.steps, Path(temp) / f"direct-{repeat}")
+                results[name].append(run)
+                print(f"{name:6} " + "  ".join(f"{k}={v:.1f}" for k, v in run.items()),
+                      flush=True)
+
+    def mean(name: str, key: str) -> float:
+        return sum(r[key] for r in results[name]) / len(results[name])
+
+    assert mean("ours", "sft_tokens") == mean("direct", "sft_tokens"), "different work"
+    assert mean("ours", "dpo_tokens") == mean("direct", "dpo_tokens"), "different work"
+    print(f"\nrefiner, {args.steps} SFT + {args.steps} DPO steps, batch 4, {args.repeats} "
+          "pair(s), same tokens in both paths")
+    for key in ("sft_tok_s", "dpo_tok_s"):
+        a, b = mean("ours", key), mean("direct", key)
+        print(f"{key:10} ours {a:8.1f}  TRL direct {b:8.1f}  ours/direct {a / b:.3f}")
+    a, b = mean("ours", "wall_s"), mean("direct", "wall_s")
+    print(f"{'wall_s':10} ours {a:8.1f}  TRL direct {b:8.1f}  direct/ours {b / a:.3f} "
+          "(ours also writes the manifest and loss plot)")
+
+
+if __name__ == "__main__":
+    main()
