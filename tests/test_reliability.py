@@ -50,7 +50,7 @@ def fake_tree(tmp_path) -> Path:
     root = tmp_path / "warehouse"
     env = env_for(root)
     assert run_cli(env, "ingest").returncode == 0
-    made = run_cli(env, "materialize", "--select", "tree", "--partition", KEY, "--n", "2")
+    made = run_cli(env, "materialize", "--select", "tree", "--partition", KEY)
     assert made.returncode == 0, made.stderr
     return root
 
@@ -65,6 +65,7 @@ def test_kill_9_during_training_leaves_no_half_written_adapter(fake_tree):
     while time.time() < deadline and not list(role_dir.glob(".tmp-*/stages")) \
             and not list(role_dir.glob(".tmp-*/adapter_config.json")) and proc.poll() is None:
         time.sleep(0.05)
+    assert proc.poll() is None, "training ended before the kill"
     os.killpg(proc.pid, signal.SIGKILL)  # the SFT stage is done, DPO is running
     proc.wait()
     assert list(role_dir.glob(".tmp-*")), "training finished before the kill"
@@ -83,7 +84,7 @@ def test_two_runs_of_one_partition_at_once_one_fails_clearly_and_the_lake_is_sou
     root = tmp_path / "warehouse"
     assert run_cli(env_for(root), "ingest").returncode == 0
     args = ["materialize", "--select", "generations", "--partition", KEY, "--batch-prompts", "2"]
-    first = subprocess.Popen([CLI, *args], env=env_for(root, MALT_FAKE_DELAY_S="0.3"),
+    first = subprocess.Popen([CLI, *args], env=env_for(root, MALT_FAKE_DELAY_S="3"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoints = root / "checkpoints" / "generations"
     deadline = time.time() + 120
