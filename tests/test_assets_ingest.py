@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.definitions import ALL_ASSETS, defs
 from assets.partitions import shard_partitions
-from assets.resources import BackendResource, LakeResource, ProjectResource
+from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.query import run_read_only
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 def resources(lake, config: Path | None = None) -> dict:
     return {"lake": LakeResource(warehouse=str(lake.root)),
             "project": ProjectResource(config_file=str(config) if config else None),
-            "backend": BackendResource(kind="fake", model="fake")}
+            "backend": BackendResource(kind="fake", model="fake"),
+                 "training": TrainingResource()}
 
 
 def ingest(lake, instance, config: Path | None = None) -> list[str]:

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from assets.definitions import ALL_ASSETS
 from assets.partitions import shard_partitions
-from assets.resources import BackendResource, LakeResource, ProjectResource
+from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.names import PartitionKey
 from malt_lake.query import run_read_only
 
@@ -20,7 +20,8 @@ def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_pat
                       '[datasets.splits.train]\nkind = "arithmetic"\ncount = 2\n')
     resources = {"lake": LakeResource(warehouse=str(lake.root)),
                  "project": ProjectResource(config_file=str(config)),
-                 "backend": BackendResource(kind="transformers", model="embedded")}
+                 "backend": BackendResource(kind="transformers", model="embedded"),
+                 "training": TrainingResource()}
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     assert instance.get_dynamic_partitions(shard_partitions.name) == [KEY]

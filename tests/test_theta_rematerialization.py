@@ -8,7 +8,7 @@ import pytest
 
 from assets.definitions import ALL_ASSETS
 from assets.partitions import shard_partitions
-from assets.resources import BackendResource, LakeResource, ProjectResource
+from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.query import run_read_only
 
 KEY = "arith.train.0000"
@@ -32,7 +32,8 @@ def mtimes(root) -> dict:
 def test_theta_change_touches_only_cheap_assets(lake, instance):
     resources = {"lake": LakeResource(warehouse=str(lake.root)),
                  "project": ProjectResource(config_file=None),
-                 "backend": BackendResource(kind="fake", model="fake")}
+                 "backend": BackendResource(kind="fake", model="fake"),
+                 "training": TrainingResource()}
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     assert KEY in instance.get_dynamic_partitions(shard_partitions.name)
@@ -44,7 +45,8 @@ def test_theta_change_touches_only_cheap_assets(lake, instance):
     sizes_before = run_read_only(lake, "select * from pairs_per_role").to_pylist()
     untouched = mtimes(lake.root)
 
-    tripwire = {**resources, "backend": TripwireBackend(kind="fake", model="fake")}
+    tripwire = {**resources, "backend": TripwireBackend(kind="fake", model="fake"),
+                 "training": TrainingResource()}
     for theta in (0.2, 0.5):
         result = dg.materialize(ALL_ASSETS, selection=CHEAP, partition_key=KEY,
                                 instance=instance, resources=tripwire,
@@ -64,7 +66,8 @@ def test_theta_change_touches_only_cheap_assets(lake, instance):
 def test_theta_outside_interval_fails_the_run_with_a_clear_error(lake, instance, theta):
     resources = {"lake": LakeResource(warehouse=str(lake.root)),
                  "project": ProjectResource(config_file=None),
-                 "backend": TripwireBackend(kind="fake", model="fake")}
+                 "backend": TripwireBackend(kind="fake", model="fake"),
+                 "training": TrainingResource()}
     instance.add_dynamic_partitions(shard_partitions.name, [KEY])
     result = dg.materialize(ALL_ASSETS, selection=["credit"], partition_key=KEY,
                             instance=instance, resources=resources, raise_on_error=False,
