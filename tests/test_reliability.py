@@ -194,7 +194,8 @@ def test_adapter_trained_on_another_base_model_is_refused(fake_tree, tmp_path):
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     (adapter / "manifest.json").write_text(json.dumps({"base_model": "meta-llama/Other"}))
     before = snapshot(fake_tree)
-    proc = run_cli(env_for(fake_tree, MALT_BACKEND="transformers"), "materialize", "--select",
+    proc = run_cli(env_for(fake_tree, MALT_BACKEND="transformers", MALT_MODEL="embedded"),
+                   "materialize", "--select",
                    "generations", "--partition", KEY, "--n", "1", "--max-tokens", "4",
                    "--adapter", str(adapter))
     assert proc.returncode == 2
