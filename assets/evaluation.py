@@ -35,9 +35,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
     dataset = context.partition_key
     spec = project.settings().dataset(dataset)
     the_lake = lake.lake()
-    store = AdapterStore(the_lake.root)
-    adapters = {role: (str(d) if (d := store.current(role)) else None)
-                for role in ("generator", "verifier", "refiner")}
+    adapters = AdapterStore(the_lake.root).current_paths(("generator", "verifier", "refiner"))
     untrained = [role for role, path in adapters.items() if path is None]
     if untrained:
         context.log.warning(f"no adapter for {', '.join(untrained)}: MALT runs those roles "

@@ -87,9 +87,7 @@ def run_round(index: int, root: Path, plan: RoundPlan,
     adapters = runner.expand_selection(["adapters"])
     runner.materialize(adapters, None, runner.run_config_for(selection=adapters, train=train),
                        warehouse=warehouse)
-    store = AdapterStore(warehouse)
-    trained = {role: (str(d) if (d := store.current(role)) else None) for role in ROLES}
-    result = RoundResult(index, warehouse, trained)
+    result = RoundResult(index, warehouse, AdapterStore(warehouse).current_paths(ROLES))
     evaluation = {"seeds": plan.seeds, "max_tokens": plan.max_tokens}
     if plan.eval_limit:
         evaluation["limit"] = plan.eval_limit

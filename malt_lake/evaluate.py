@@ -30,10 +30,9 @@ from malt_lake.backends import Backend, GenerationRequest, SamplingParams
 from malt_lake.errors import LakeError
 from malt_lake.lake import Lake
 from malt_lake.prompts import template
-from malt_lake.query import connect
+from malt_lake.query import fetch
 from malt_lake.rewards import Checker, checker_for
 from malt_lake.rewards.base import check
-from malt_lake.sqlfiles import read_sql
 
 SYSTEMS = ("SA", "SA+MV", "MA", "MA+MV", "MALT", "MALT+MV")
 ROLES = ("generator", "verifier", "refiner")
@@ -62,12 +61,8 @@ class Turn:
 
 
 def heldout_questions(lake: Lake, dataset: str, split: str, limit: int | None) -> list[dict]:
-    con = connect(lake, derived=False)
-    try:
-        rows = con.sql(read_sql("evaluation/heldout_questions"),
-                       params={"dataset": dataset, "split": split}).to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    rows = fetch(lake, "evaluation/heldout_questions",
+                 {"dataset": dataset, "split": split}).to_pylist()
     if not rows:
         raise LakeError(f"no questions of {dataset!r} split {split!r} in the lake; materialize "
                         f"`questions` for the {dataset}.{split}.* partitions first")
@@ -129,17 +124,10 @@ def majority(answers: Sequence[str | None], checker: Checker) -> str | None:
         if answer is None:
             continue
         count = sum(1 for other in answers if other is not None
-                    and _same(checker, answer, other))
+                    and _equivalent(checker, answer, other))
         if count > support:
             best, support = answer, count
     return best
-
-
-def _same(checker: Checker, a: str, b: str) -> bool:
-    try:
-        return a == b or checker.equivalent(a, b)
-    except Exception:
-        return False
 
 
 def predictions(questions: Sequence[dict], base: dict[str, list[list[Turn]]],
@@ -169,9 +157,10 @@ def predictions(questions: Sequence[dict], base: dict[str, list[list[Turn]]],
     return rows
 
 
-def _equivalent(checker: Checker, pred: str, gold: str) -> bool:
+def _equivalent(checker: Checker, a: str, b: str) -> bool:
+    """The checker's equivalence, never raising on model output."""
     try:
-        return bool(checker.equivalent(pred, gold))
+        return a == b or bool(checker.equivalent(a, b))
     except Exception:
         return False
 
@@ -200,19 +189,9 @@ def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
 
 def scores(lake: Lake, dataset: str) -> pa.Table:
     """Accuracy per system and seed, recomputed in SQL from the stored predictions."""
-    con = connect(lake, derived=False)
-    try:
-        return con.sql(read_sql("evaluation/scores"),
-                       params={"dataset": dataset}).to_arrow_table()
-    finally:
-        con.close()
+    return fetch(lake, "evaluation/scores", {"dataset": dataset})
 
 
 def summary(lake: Lake, dataset: str) -> pa.Table:
     """Mean ± std over seeds per system, in the paper's order."""
-    con = connect(lake, derived=False)
-    try:
-        return con.sql(read_sql("evaluation/summary"),
-                       params={"dataset": dataset}).to_arrow_table()
-    finally:
-        con.close()
+    return fetch(lake, "evaluation/summary", {"dataset": dataset})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -157,7 +158,7 @@ def _atomic_file(target: Path, write: Callable[[Path], None],
                  check: Callable[[Path], None] | None = None) -> Path:
     """``write(temp)`` in the target's directory, ``check(temp)``, fsync, rename over target."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(target.parent)
+    remove_stale_temps(target.parent)
     temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet.partial"
     try:
         write(temp)
@@ -173,11 +174,15 @@ def _atomic_file(target: Path, write: Callable[[Path], None],
     return target
 
 
-def _remove_stale_temps(directory: Path) -> None:
-    """Delete temp files left by writers that died (their pid, in the name, is gone)."""
+def remove_stale_temps(directory: Path) -> None:
+    """Delete temp files and directories (``.tmp-<pid>-...``) left by writers that died."""
     for temp in directory.glob(f"{TEMP_PREFIX}*"):
         pid = temp.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
 

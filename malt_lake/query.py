@@ -64,6 +64,15 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             )
 
 
+def fetch(lake: Lake, name: str, params: dict, *, derived: bool = False) -> pa.Table:
+    """Run one of our own SQL files (``sql/<name>.sql``) with bound parameters."""
+    con = connect(lake, derived=derived)
+    try:
+        return con.sql(read_sql(name), params=params).to_arrow_table()
+    finally:
+        con.close()
+
+
 def run_read_only(lake: Lake, sql: str) -> pa.Table:
     """Run user SQL against the lake views, read-only and confined to the warehouse."""
     con = connect(lake, sandboxed=True)

@@ -6,22 +6,16 @@ from rich.tree import Tree
 
 from malt_lake.errors import MaltLakeError
 from malt_lake.lake import Lake
-from malt_lake.query import connect
-from malt_lake.sqlfiles import read_sql
+from malt_lake.query import fetch
 
 
 def load_tree(lake: Lake, question_id: str) -> tuple[dict, list[dict]]:
-    con = connect(lake)
-    try:
-        question = con.sql(read_sql("inspect/question"),
-                           params={"question_id": question_id}).to_arrow_table().to_pylist()
-        if not question:
-            raise MaltLakeError(f"no question {question_id!r} in the lake; list some with "
-                                "`malt-lake sql \"select question_id from questions limit 10\"`")
-        nodes = con.sql(read_sql("inspect/tree"),
-                        params={"question_id": question_id}).to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    params = {"question_id": question_id}
+    question = fetch(lake, "inspect/question", params).to_pylist()
+    if not question:
+        raise MaltLakeError(f"no question {question_id!r} in the lake; list some with "
+                            "`malt-lake sql \"select question_id from questions limit 10\"`")
+    nodes = fetch(lake, "inspect/tree", params, derived=True).to_pylist()
     return question[0], nodes
 
 

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from malt_lake.lake import Lake
-from malt_lake.query import connect
-from malt_lake.sqlfiles import read_sql
+from malt_lake.query import fetch
 
 
 @dataclass(frozen=True)
@@ -43,11 +42,7 @@ def dpo_examples(lake: Lake, role: str, split: str = "train") -> RoleExamples:
 
 def _examples(lake: Lake, sql: str, role: str, split: str, keep: list[str],
               ids: list[str]) -> RoleExamples:
-    con = connect(lake, derived=False)
-    try:
-        rows = con.sql(read_sql(sql), params={"role": role, "split": split}).to_arrow_table()
-    finally:
-        con.close()
+    rows = fetch(lake, sql, {"role": role, "split": split})
     digest = hashlib.sha256()
     for values in zip(*(rows.column(c).to_pylist() for c in ["theta", *ids]), strict=True):
         digest.update(repr(values).encode())

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from malt_lake.errors import ConfigError, LakeError
+from malt_lake.lake import TEMP_PREFIX, remove_stale_temps
 from malt_lake.names import check_name
 
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"
-TEMP_PREFIX = ".tmp-"
 
 
 class AdapterStore:
@@ -51,6 +51,10 @@ class AdapterStore:
                             "rematerialize the adapter asset")
         return directory
 
+    def current_paths(self, roles: tuple[str, ...]) -> dict[str, str | None]:
+        """{role: published adapter dir or None}: what generation and evaluation use."""
+        return {role: (str(d) if (d := self.current(role)) else None) for role in roles}
+
     def manifest(self, directory: Path) -> dict[str, Any]:
         return json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
 
@@ -64,7 +68,7 @@ class AdapterStore:
         """A temp dir to build ``version`` in; on success it is renamed into place."""
         target = self.version_dir(role, version)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_temps(target.parent)
+        remove_stale_temps(target.parent)
         temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         temp.mkdir()
         try:
@@ -104,16 +108,3 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     temp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str),
                     encoding="utf-8")
     os.replace(temp, directory / MANIFEST)
-
-
-def _remove_dead_temps(directory: Path) -> None:
-    from malt_lake.lake import _alive
-
-    for temp in directory.glob(f"{TEMP_PREFIX}*"):
-        pid = temp.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        if temp.is_dir():
-            shutil.rmtree(temp, ignore_errors=True)
-        else:
-            temp.unlink(missing_ok=True)
