@@ -10,17 +10,14 @@ import dagster as dg
 
 from assets.definitions import ALL_ASSETS, defs
 from assets.partitions import shard_partitions
-from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.query import run_read_only
+from tests.resources import asset_resources
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def resources(lake, config: Path | None = None) -> dict:
-    return {"lake": LakeResource(warehouse=str(lake.root)),
-            "project": ProjectResource(config_file=str(config) if config else None),
-            "backend": BackendResource(kind="fake", model="fake"),
-                 "training": TrainingResource()}
+    return asset_resources(lake, config=config)
 
 
 def ingest(lake, instance, config: Path | None = None) -> list[str]:

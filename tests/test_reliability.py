@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.definitions import ALL_ASSETS
-from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.query import run_read_only
 from malt_lake.training.store import AdapterStore
+from tests.resources import asset_resources
 
 CLI = str(Path(sys.executable).parent / "malt-lake")
 KEY = "arith.train.0000"
@@ -138,10 +138,7 @@ def test_whole_graph_twice_gives_identical_ids_and_counts(lake, instance, tmp_pa
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('base_model = "embedded"\n[sft]\nmax_steps = 1\nmin_rows = 1\n'
                       '[dpo]\nmax_steps = 1\nmin_rows = 1\n')
-    resources = {"lake": LakeResource(warehouse=str(lake.root)),
-                 "project": ProjectResource(config_file=None),
-                 "backend": BackendResource(kind="fake", model="fake"),
-                 "training": TrainingResource(recipe_name=str(recipe))}
+    resources = asset_resources(lake, recipe=recipe)
     first = whole_graph(lake, instance, resources)
     for table in ("questions", "refinements", "credit", "sft_refiner", "dpo_refiner",
                   "eval_predictions"):

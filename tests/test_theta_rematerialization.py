@@ -8,8 +8,9 @@ import pytest
 
 from assets.definitions import ALL_ASSETS
 from assets.partitions import shard_partitions
-from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
+from assets.resources import BackendResource, TrainingResource
 from malt_lake.query import run_read_only
+from tests.resources import asset_resources
 
 KEY = "arith.train.0000"
 CHEAP = ["credit", "sft_generator", "sft_verifier", "sft_refiner", "dpo_generator",
@@ -30,10 +31,7 @@ def mtimes(root) -> dict:
 
 
 def test_theta_change_touches_only_cheap_assets(lake, instance):
-    resources = {"lake": LakeResource(warehouse=str(lake.root)),
-                 "project": ProjectResource(config_file=None),
-                 "backend": BackendResource(kind="fake", model="fake"),
-                 "training": TrainingResource()}
+    resources = asset_resources(lake)
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     assert KEY in instance.get_dynamic_partitions(shard_partitions.name)
@@ -64,10 +62,7 @@ def test_theta_change_touches_only_cheap_assets(lake, instance):
 
 @pytest.mark.parametrize("theta", [0.0, 1.0, 1.5, -0.2])
 def test_theta_outside_interval_fails_the_run_with_a_clear_error(lake, instance, theta):
-    resources = {"lake": LakeResource(warehouse=str(lake.root)),
-                 "project": ProjectResource(config_file=None),
-                 "backend": TripwireBackend(kind="fake", model="fake"),
-                 "training": TrainingResource()}
+    resources = asset_resources(lake, backend=TripwireBackend(kind="fake", model="fake"))
     instance.add_dynamic_partitions(shard_partitions.name, [KEY])
     result = dg.materialize(ALL_ASSETS, selection=["credit"], partition_key=KEY,
                             instance=instance, resources=resources, raise_on_error=False,

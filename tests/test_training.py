@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from assets.definitions import ALL_ASSETS
-from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
+from assets.resources import BackendResource
 from malt_lake.errors import ConfigError
 from malt_lake.query import run_read_only
 from malt_lake.training import load_recipe, recipe_names
 from malt_lake.training.store import AdapterStore
+from tests.resources import asset_resources
 
 KEY = "arith.train.0000"
 TREE = ["questions", "generations", "critiques", "refinements", "generation_rewards",
@@ -104,10 +105,7 @@ def test_sft_changes_only_the_adapter_and_the_adapter_changes_generation(tmp_pat
 @pytest.fixture
 def fake_tree_lake(lake, instance):
     """One partition's tree and role datasets, expanded by the fake backend (fast)."""
-    resources = {"lake": LakeResource(warehouse=str(lake.root)),
-                 "project": ProjectResource(config_file=None),
-                 "backend": BackendResource(kind="fake", model="fake"),
-                 "training": TrainingResource()}
+    resources = asset_resources(lake)
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     assert dg.materialize(ALL_ASSETS, selection=TREE, partition_key=KEY, instance=instance,
