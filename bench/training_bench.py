@@ -32,11 +32,17 @@ def build_lake(root: Path) -> None:
     import dagster as dg
 
     from assets.definitions import ALL_ASSETS
-    from assets.resources import BackendResource, LakeResource, ProjectResource
+    from assets.resources import (
+        BackendResource,
+        LakeResource,
+        ProjectResource,
+        TrainingResource,
+    )
 
     resources = {"lake": LakeResource(warehouse=str(root)),
                  "project": ProjectResource(config_file=None),
-                 "backend": BackendResource(kind="fake", model="fake")}
+                 "backend": BackendResource(kind="fake", model="fake"),
+                 "training": TrainingResource()}
     with dg.instance_for_test() as instance:
         assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                               resources=resources).success
@@ -68,6 +74,7 @@ def direct(root: Path, steps: int, out: Path) -> dict:
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     from malt_lake.backends.embedded import embedded_model_dir
+    from malt_lake.training import load_recipe
 
     started = time.perf_counter()
     lake = root / "lake"
@@ -77,24 +84,32 @@ def direct(root: Path, steps: int, out: Path) -> dict:
                              columns=["prompt", "chosen", "rejected"])
     model_dir = embedded_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    common = dict(max_steps=steps, per_device_train_batch_size=4, max_length=512,
-                  logging_steps=1, save_strategy="no", report_to=[], seed=0, data_seed=0,
-                  use_cpu=True, warmup_steps=0.0)
+    # the same settings the recipe gives our path, written out by hand
+    recipe = load_recipe("cpu-smollm2").with_stages(max_steps=steps)
+    refiner, lora = recipe.role("refiner"), recipe.lora
+    sft_stage, dpo_stage = refiner.sft, refiner.dpo
+
+    def common(stage) -> dict:
+        return dict(max_steps=stage.max_steps, per_device_train_batch_size=stage.batch_size,
+                    learning_rate=stage.learning_rate, max_length=stage.max_length,
+                    warmup_steps=stage.warmup_ratio, logging_steps=1, save_strategy="no",
+                    report_to=[], seed=recipe.seed, data_seed=recipe.seed, use_cpu=True,
+                    bf16=recipe.bf16_compute)  # explicit: TRL defaults it to True
+
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     sft = SFTTrainer(model=model, train_dataset=Dataset(sft_rows), processing_class=tokenizer,
-                     args=SFTConfig(output_dir=str(out / "sft"), learning_rate=2e-4, **common),
-                     peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05,
-                                            target_modules=["q_proj", "k_proj", "v_proj",
-                                                            "o_proj", "gate_proj", "up_proj",
-                                                            "down_proj"],
+                     args=SFTConfig(output_dir=str(out / "sft"), **common(sft_stage)),
+                     peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha,
+                                            lora_dropout=lora.dropout,
+                                            target_modules=list(lora.target_modules),
                                             task_type="CAUSAL_LM"))
     sft_out = sft.train()
     sft.model.save_pretrained(out / "sft-adapter")
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     policy = PeftModel.from_pretrained(base, out / "sft-adapter", is_trainable=True)
     dpo = DPOTrainer(model=policy, train_dataset=Dataset(dpo_rows), processing_class=tokenizer,
-                     args=DPOConfig(output_dir=str(out / "dpo"), learning_rate=5e-5, beta=0.2,
-                                    **common))
+                     args=DPOConfig(output_dir=str(out / "dpo"), beta=dpo_stage.beta,
+                                    **common(dpo_stage)))
     dpo_out = dpo.train()
     dpo.model.save_pretrained(out / "dpo-adapter", selected_adapters=["default"])
     wall = time.perf_counter() - started
@@ -131,8 +146,8 @@ def main() -> None:
 
     assert mean("ours", "sft_tokens") == mean("direct", "sft_tokens"), "different work"
     assert mean("ours", "dpo_tokens") == mean("direct", "dpo_tokens"), "different work"
-    print(f"\nrefiner, {args.steps} SFT + {args.steps} DPO steps, batch 4, {args.repeats} "
-          "pair(s), same tokens in both paths")
+    print(f"\nrefiner, {args.steps} SFT + {args.steps} DPO steps (cpu-smollm2 batch sizes), "
+          f"{args.repeats} pair(s), same tokens in both paths")
     for key in ("sft_tok_s", "dpo_tok_s"):
         a, b = mean("ours", key), mean("direct", key)
         print(f"{key:10} ours {a:8.1f}  TRL direct {b:8.1f}  ours/direct {a / b:.3f}")

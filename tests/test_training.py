@@ -41,6 +41,8 @@ def test_every_recipe_parses_with_the_papers_shape():
     ('base_model = "embedded"\n[dpo]\nbeta = 0\n', "beta must be > 0"),
     ('base_model = "embedded"\n[lora]\nr = 0\n', "r must be > 0"),
     ('base_model = "embedded"\nnot toml at all', "not valid TOML"),
+    ('base_model = "embedded"\nautocast = "fp8"\n', "autocast must be one of none, bf16"),
+    ('base_model = "embedded"\ndtype = "float64"\n', "dtype must be one of"),
 ])
 def test_bad_recipe_names_the_file_and_the_problem(tmp_path, body, message):
     path = tmp_path / "bad.toml"

@@ -18,6 +18,8 @@ from typing import Any
 from malt_lake.errors import ConfigError
 
 ROLES = ("generator", "verifier", "refiner")
+AUTOCAST = ("none", "bf16")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,26 @@ class Recipe:
     base_model: str = field(metadata={"help": "'embedded', a local model dir or a hub id."})
     dtype: str = field(default="float32", metadata={"help": "Training dtype: float32 on CPU, "
                                                     "bfloat16 on GPU."})
+    autocast: str = field(default="none", metadata={
+        "help": "Mixed precision for training compute: 'bf16' runs forward and backward under "
+                "bf16 autocast while weights and optimizer state stay in `dtype` (about 1.4x "
+                "faster on this project's CPUs, and TRL's own default); 'none' computes in "
+                "`dtype`. bfloat16 weights always compute in bf16."})
     seed: int = field(default=0, metadata={"help": "Seed for data order and LoRA init."})
     lora: LoraSettings = field(default_factory=LoraSettings)
     roles: dict[str, RoleRecipe] = field(default_factory=dict)
     description: str = field(default="", metadata={"help": "What this recipe is for."})
+
+    def __post_init__(self) -> None:
+        if self.autocast not in AUTOCAST:
+            raise ConfigError(f"autocast must be one of {', '.join(AUTOCAST)}, "
+                              f"got {self.autocast!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def bf16_compute(self) -> bool:
+        return self.autocast == "bf16" or self.dtype == "bfloat16"
 
     def role(self, role: str) -> RoleRecipe:
         if role not in self.roles:

@@ -82,7 +82,7 @@ def _train_stages(source, recipe: Recipe, role: str, sft_rows: RoleExamples,
     model, tokenizer = load_base(source, recipe.dtype)
     log(f"{role}: SFT on {sft_rows.n_rows} positives")
     model, sft = train_sft(model, tokenizer, sft_rows.to_dataset(), role_recipe.sft,
-                           recipe.lora, recipe.seed, scratch, log)
+                           recipe.lora, recipe.seed, scratch, log, bf16=recipe.bf16_compute)
     stages: dict[str, Any] = {"sft": sft}
     if role_recipe.dpo is None:
         model.save_pretrained(build)
@@ -101,7 +101,7 @@ def _train_stages(source, recipe: Recipe, role: str, sft_rows: RoleExamples,
         policy = PeftModel.from_pretrained(base, sft_dir, is_trainable=True)
         log(f"{role}: DPO on {dpo_rows.n_rows} pairs (reference: the SFT adapter)")
         policy, dpo = train_dpo(policy, tokenizer, dpo_rows.to_dataset(), role_recipe.dpo,
-                                recipe.seed, scratch, log)
+                                recipe.seed, scratch, log, bf16=recipe.bf16_compute)
         policy.save_pretrained(build, selected_adapters=["default"])
         stages["dpo"] = dpo
     shutil.rmtree(scratch, ignore_errors=True)
@@ -112,7 +112,7 @@ def _train_stages(source, recipe: Recipe, role: str, sft_rows: RoleExamples,
 def _version(model_id: str, recipe: Recipe, role: str, sft_rows: RoleExamples,
              dpo_rows: RoleExamples | None) -> str:
     inputs = {"base_model": model_id, "role": role, "lora": recipe.as_dict()["lora"],
-              "dtype": recipe.dtype, "seed": recipe.seed,
+              "dtype": recipe.dtype, "autocast": recipe.autocast, "seed": recipe.seed,
               "stages": json.loads(json.dumps(recipe.as_dict()["roles"][role], default=str)),
               "sft_rows": sft_rows.fingerprint,
               "dpo_rows": dpo_rows.fingerprint if dpo_rows else None}

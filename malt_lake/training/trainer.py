@@ -65,8 +65,9 @@ def lora_config(lora: LoraSettings):
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
 
 
-def common_args(stage: StageSettings, seed: int, scratch: Path, dtype: str) -> dict[str, Any]:
-    """TrainingArguments shared by both stages (TRL's configs extend them)."""
+def common_args(stage: StageSettings, seed: int, scratch: Path, bf16: bool) -> dict[str, Any]:
+    """TrainingArguments shared by both stages (TRL's configs extend them). ``bf16`` is set
+    explicitly either way: TRL's configs default it to True, transformers' to False."""
     import torch
 
     on_gpu = torch.cuda.is_available()
@@ -78,16 +79,17 @@ def common_args(stage: StageSettings, seed: int, scratch: Path, dtype: str) -> d
         warmup_steps=stage.warmup_ratio,  # transformers 5: a float below 1 is a ratio
         max_length=stage.max_length, logging_steps=1, save_strategy="no", report_to=[],
         seed=seed, data_seed=seed, use_cpu=not on_gpu,
-        bf16=on_gpu and dtype == "bfloat16", dataloader_num_workers=0,
+        bf16=bf16, dataloader_num_workers=0,
     )
 
 
 def train_sft(model, tokenizer, dataset, stage: StageSettings, lora: LoraSettings, seed: int,
-              scratch: Path, log: Log = print):
-    """LoRA SFT on prompt/completion messages; returns (peft model, result)."""
+              scratch: Path, log: Log = print, *, bf16: bool = False):
+    """LoRA SFT on prompt/completion messages; returns (peft model, result). ``bf16``: compute
+    under bf16 autocast (weights keep their dtype)."""
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(**common_args(stage, seed, scratch, _dtype_of(model)))
+    args = SFTConfig(**common_args(stage, seed, scratch, bf16 or _dtype_of(model) == "bfloat16"))
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=lora_config(lora),
                          callbacks=[LossRecorder("sft", log)])
@@ -95,12 +97,13 @@ def train_sft(model, tokenizer, dataset, stage: StageSettings, lora: LoraSetting
 
 
 def train_dpo(policy, tokenizer, dataset, stage: StageSettings, seed: int, scratch: Path,
-              log: Log = print):
+              log: Log = print, *, bf16: bool = False):
     """DPO on prompt/chosen/rejected; ``policy`` is a trainable PeftModel (the SFT adapter),
     which TRL also freezes a copy of as the reference."""
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**common_args(stage, seed, scratch, _dtype_of(policy)), beta=stage.beta)
+    bf16 = bf16 or _dtype_of(policy) == "bfloat16"
+    args = DPOConfig(**common_args(stage, seed, scratch, bf16), beta=stage.beta)
     trainer = DPOTrainer(model=policy, args=args, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[LossRecorder("dpo", log)])
     return trainer.model, _run(trainer, "dpo", len(dataset))
