@@ -4,6 +4,10 @@ PyTorch's CPU flash-attention kernel spends ~15 ms a layer on a 96-row decode st
 SmolLM2 (q_len = 1, a padding mask), three quarters of the step. For one query token the work
 is two small batched matmuls over the cache, which read each key/value head once instead of
 repeating it for every query head. Prefill (q_len > 1) still goes to SDPA.
+
+When the cache hands ``SharedPrefix`` keys and values (the n samples of a prompt sharing its
+cache), the prompt part is attended per prompt with all its samples' queries stacked, the
+generated part per row, and one softmax spans both.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from malt_lake.backends.kv_cache import SharedPrefix
+
 NAME = "malt_decode"
 
 
@@ -20,23 +26,71 @@ def decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                      value: torch.Tensor, attention_mask: torch.Tensor | None,
                      dropout: float = 0.0, scaling: float | None = None, **kwargs
                      ) -> tuple[torch.Tensor, None]:
+    if isinstance(key, SharedPrefix):
+        if query.shape[2] != 1 or module.training:
+            raise RuntimeError("a shared-prefix cache only serves one-token decode steps")
+        return _shared_prefix_attention(query, key, value, attention_mask, scaling)
     if query.shape[2] != 1 or module.training:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     batch, heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    scale = scaling if scaling is not None else dim ** -0.5
     q = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)).float() * scale  # (B, KVH, G, L)
-    if attention_mask is not None:
-        mask = attention_mask[:, :, -1:, : key.shape[-2]]               # (B, 1, 1, L)
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + mask.float()
+    scores = _masked(torch.matmul(q, key.transpose(-1, -2)).float() * _scale(scaling, dim),
+                     attention_mask)                                     # (B, KVH, G, L)
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
     out = torch.matmul(probs, value)                                     # (B, KVH, G, D)
     return out.reshape(batch, heads, 1, dim).transpose(1, 2), None
+
+
+def _shared_prefix_attention(query: torch.Tensor, key: SharedPrefix, value: SharedPrefix,
+                             attention_mask: torch.Tensor | None, scaling: float | None
+                             ) -> tuple[torch.Tensor, None]:
+    batch, heads, _, dim = query.shape
+    prompts, kv_heads, prefix_len, _ = key.prefix.shape
+    group, n = heads // kv_heads, key.n
+    q = query.reshape(batch, kv_heads, group, dim)
+    # prompt part: each prompt's samples' queries side by side, one matmul per prompt
+    stacked = _to_prompts(q, key.slots, prompts, n)                      # (P, KVH, n*G, D)
+    prefix_scores = _to_rows(torch.matmul(stacked, key.prefix.transpose(-1, -2)),
+                             key.slots, n)                               # (B, KVH, G, Lp)
+    suffix_scores = torch.matmul(q, key.suffix.transpose(-1, -2))        # (B, KVH, G, Ls)
+    scores = torch.cat([prefix_scores, suffix_scores], dim=-1).float() * _scale(scaling, dim)
+    probs = torch.softmax(_masked(scores, attention_mask), dim=-1).to(value.suffix.dtype)
+    prefix_probs = _to_prompts(probs[..., :prefix_len].contiguous(), key.slots, prompts, n)
+    out = _to_rows(torch.matmul(prefix_probs, value.prefix), key.slots, n)
+    out = out + torch.matmul(probs[..., prefix_len:], value.suffix)      # (B, KVH, G, D)
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2), None
+
+
+def _to_prompts(rows: torch.Tensor, slots: torch.Tensor, prompts: int, n: int) -> torch.Tensor:
+    """(B, KVH, G, X) per row → (P, KVH, n*G, X) per prompt; finished samples are zeros."""
+    _, kv_heads, group, width = rows.shape
+    grid = rows.new_zeros((prompts * n, kv_heads, group, width))
+    grid[slots] = rows
+    return (grid.view(prompts, n, kv_heads, group, width).transpose(1, 2)
+            .reshape(prompts, kv_heads, n * group, width))
+
+
+def _to_rows(stacked: torch.Tensor, slots: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of ``_to_prompts``: (P, KVH, n*G, X) → (B, KVH, G, X) for the live rows."""
+    prompts, kv_heads, stacked_group, width = stacked.shape
+    group = stacked_group // n
+    per_sample = stacked.view(prompts, kv_heads, n, group, width).transpose(1, 2)
+    return per_sample.reshape(prompts * n, kv_heads, group, width)[slots]
+
+
+def _masked(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    if attention_mask is None:
+        return scores
+    mask = attention_mask[:, :, -1:, : scores.shape[-1]]                 # (B, 1, 1, L)
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, float("-inf"))
+    return scores + mask.float()
+
+
+def _scale(scaling: float | None, dim: int) -> float:
+    return scaling if scaling is not None else dim ** -0.5
 
 
 def register() -> str:

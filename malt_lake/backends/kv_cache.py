@@ -1,17 +1,37 @@
-"""A KV cache that writes each decode step in place.
+"""A KV cache that writes each decode step in place and stores a shared prompt once.
 
 transformers' DynamicLayer appends with ``torch.cat``, copying the whole cache of every layer
 at every step; at 96 rows x a few hundred tokens that copy costs as much as the step's
 matmuls on a CPU. This layer keeps keys and values in a buffer reserved for prompt + answer
 and hands attention views of the filled part.
+
+After the prefill, ``share_prefix(n)`` turns the n samples of each prompt into rows that
+share the prompt's keys and values (kept once per prompt) and own only what they generate.
+Refiner prompts run to ~450 tokens and answers to ~100, so decode attention then reads about
+a third of the cache it read with the prompt copied n times (``decode_attention`` does the
+split softmax).
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
+
+
+class SharedPrefix(NamedTuple):
+    """Keys (or values) of rows whose prompts are stored once per prompt.
+
+    Row ``r`` is sample ``slots[r] % n`` of prompt ``slots[r] // n``; it sees that prompt's
+    ``prefix`` followed by its own ``suffix``.
+    """
+
+    prefix: torch.Tensor  # (prompts, kv_heads, prompt_len, head_dim)
+    suffix: torch.Tensor  # (rows, kv_heads, generated_len, head_dim)
+    slots: torch.Tensor   # (rows,) prompt * n + sample
+    n: int
 
 
 class ReservedLayer(DynamicLayer):
@@ -20,35 +40,61 @@ class ReservedLayer(DynamicLayer):
     def __init__(self, reserve: int = 256) -> None:
         super().__init__()
         self.reserve = reserve
-        self.length = 0
+        self.length = 0          # positions seen, prompt included
+        self.offset = 0          # positions kept in the shared prefix (0: not shared)
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
+        self._prefix: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.slots: torch.Tensor | None = None
+        self.n = 1
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
+        start = self.length - self.offset
+        end = start + key_states.shape[-2]
         if self._keys is None or end > self._keys.shape[-2]:
             self._grow(key_states, end + self.reserve)
-        self._keys[..., self.length:end, :] = key_states
-        self._values[..., self.length:end, :] = value_states
-        self.length = end
+        self._keys[..., start:end, :] = key_states
+        self._values[..., start:end, :] = value_states
+        self.length += key_states.shape[-2]
         self._refresh_views()
-        return self.keys, self.values
+        if self._prefix is None:
+            return self.keys, self.values
+        prefix_keys, prefix_values = self._prefix
+        return (SharedPrefix(prefix_keys, self.keys, self.slots, self.n),
+                SharedPrefix(prefix_values, self.values, self.slots, self.n))
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
 
     def _grow(self, like: torch.Tensor, capacity: int) -> None:
-        batch, heads, _, dim = like.shape
-        keys = like.new_empty((batch, heads, capacity, dim))
-        values = like.new_empty((batch, heads, capacity, dim))
-        if self.length:
-            keys[..., :self.length, :] = self._keys[..., :self.length, :]
-            values[..., :self.length, :] = self._values[..., :self.length, :]
+        rows = like.shape[0] if self._keys is None else self._keys.shape[0]
+        _, heads, _, dim = like.shape
+        keys = like.new_empty((rows, heads, capacity, dim))
+        values = like.new_empty((rows, heads, capacity, dim))
+        filled = self.length - self.offset
+        if filled:
+            keys[..., :filled, :] = self._keys[..., :filled, :]
+            values[..., :filled, :] = self._values[..., :filled, :]
         self._keys, self._values = keys, values
 
     def _refresh_views(self) -> None:
-        self.keys = self._keys[..., :self.length, :]
-        self.values = self._values[..., :self.length, :]
+        filled = self.length - self.offset
+        self.keys = self._keys[..., :filled, :]
+        self.values = self._values[..., :filled, :]
+
+    def share_prefix(self, n: int) -> None:
+        """Keep what is cached as one prefix per row, shared by that row's ``n`` samples."""
+        if not self.length or self._prefix is not None:
+            raise RuntimeError("share_prefix runs once, right after the prefill")
+        self._prefix = (self.keys.contiguous(), self.values.contiguous())
+        prompts, heads, _, dim = self._keys.shape
+        self.offset, self.n = self.length, n
+        self.slots = torch.arange(prompts * n, device=self._keys.device)
+        self._keys = self._keys.new_empty((prompts * n, heads, self.reserve, dim))
+        self._values = self._values.new_empty((prompts * n, heads, self.reserve, dim))
+        self._refresh_views()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.length:
@@ -57,12 +103,33 @@ class ReservedLayer(DynamicLayer):
             self._refresh_views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.length:
-            self._keys = self._keys[indices, ...]
-            self._values = self._values[indices, ...]
-            self._refresh_views()
+        if not self.length:
+            return
+        self._keys = self._keys[indices, ...]
+        self._values = self._values[indices, ...]
+        self._refresh_views()
+        if self._prefix is not None:
+            self._select_prefixes(self.slots[indices])
+
+    def _select_prefixes(self, slots: torch.Tensor) -> None:
+        """Drop the prompts none of the remaining rows belong to."""
+        groups = slots // self.n
+        live = torch.unique(groups)  # sorted
+        if len(live) < self._prefix[0].shape[0]:
+            remap = torch.full((self._prefix[0].shape[0],), -1, dtype=slots.dtype,
+                               device=slots.device)
+            remap[live] = torch.arange(len(live), dtype=slots.dtype, device=slots.device)
+            self._prefix = (self._prefix[0][live], self._prefix[1][live])
+            slots = remap[groups] * self.n + slots % self.n
+        self.slots = slots
 
 
 def reserved_cache(reserve: int) -> Cache:
     """A cache whose layers reserve ``reserve`` extra positions after the prompt."""
     return Cache(layer_class_to_replicate=partial(ReservedLayer, reserve=reserve))
+
+
+def share_prefix(cache: Cache, n: int) -> None:
+    """After the prefill of a ``reserved_cache``: n samples per prompt, prompt stored once."""
+    for layer in cache.layers:
+        layer.share_prefix(n)

@@ -144,7 +144,7 @@ class TransformersBackend:
                        seed: int) -> list[list[Completion]]:
         import torch
 
-        from malt_lake.backends.kv_cache import reserved_cache
+        from malt_lake.backends.kv_cache import reserved_cache, share_prefix
 
         device, n = self.device, params.n
         width = max(len(p) for p in prompts)
@@ -156,8 +156,9 @@ class TransformersBackend:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        # one prefill per prompt; the n samples share it
-        cache.batch_repeat_interleave(n)
+        # one prefill per prompt; its n samples share that cache (stored once)
+        if n > 1:
+            share_prefix(cache, n)
         logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)
         mask = mask.repeat_interleave(n, dim=0)
         generator = torch.Generator(device=device).manual_seed(seed)
