@@ -3,6 +3,10 @@ vs plain batched Hugging Face ``generate``, on the same model, prompts, n and to
 side by side in one run; plus the machine's bf16 matmul throughput at the model's shapes and
 our tokens/s as a fraction of that compute ceiling (2 x parameters FLOPs per token).
 
+``--long-prompts K`` also times refiner-length prompts (question + an attempt + a critique,
+~600 tokens) on K questions with each prompt's KV cache shared by its n samples vs copied n
+times, side by side.
+
     .venv/bin/python bench/expansion_bench.py --questions 64 --n 3 --max-tokens 128
 """
 
@@ -95,6 +99,29 @@ def ours(backend: TransformersBackend, messages: list[list[dict]], params: Sampl
     return sum(c.n_tokens for cs in out for c in cs), time.perf_counter() - started
 
 
+def long_messages(count: int) -> list[list[dict]]:
+    """Refiner-length prompts: the refiner template filled with a long attempt and critique."""
+    tpl = template("numeric", "refiner")
+    steps = " ".join(f"Step {i}: {i} + {i + 1} = {2 * i + 1}." for i in range(40))
+    return [tpl.render(p.question, answer=f"{steps} Final Answer: 7",
+                       critique=f"Checking each step. {steps} The answer looks right.")
+            for p in arithmetic(ArithmeticSource(count=count, seed=43))]
+
+
+def prompt_cache_sharing(backend: TransformersBackend, messages: list[list[dict]],
+                         params: SamplingParams) -> dict:
+    """Our decoding with each prompt's cache shared by its n samples vs copied per sample."""
+    results = {}
+    for share in (True, False, True, False):
+        backend.share_prompt_cache = share
+        tokens, seconds = ours(backend, messages, params)
+        results.setdefault("shared" if share else "copied", []).append(tokens / seconds)
+    backend.share_prompt_cache = True
+    rates = {k: round(sum(v) / len(v), 1) for k, v in results.items()}
+    return {"prompt_tokens": len(backend._encode(messages[0])), "tok_per_s": rates,
+            "ratio_shared_vs_copied": round(rates["shared"] / rates["copied"], 2)}
+
+
 def matmul_gflops(model, rows: int, seconds: float = 4.0) -> float:
     """bf16 matmul throughput at the model's decode shapes (rows x hidden @ weight.T)."""
     shapes = sorted({tuple(m.weight.shape) for m in model.modules()
@@ -118,6 +145,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-batch-rows", type=int, default=192)
+    parser.add_argument("--long-prompts", type=int, default=0,
+                        help="also time K refiner-length prompts, prompt cache shared vs copied")
     args = parser.parse_args()
     torch.manual_seed(0)
     backend = TransformersBackend("embedded", max_batch_rows=args.max_batch_rows)
@@ -149,6 +178,9 @@ def main() -> None:
         "ceiling_tok_per_s": round(ceiling, 1),
         "fraction_of_ceiling": round(ours_rate / ceiling, 3),
     }
+    if args.long_prompts:
+        report["long_prompts"] = prompt_cache_sharing(backend, long_messages(args.long_prompts),
+                                                      params)
     print(json.dumps(report, indent=2))
 
 

@@ -4,8 +4,9 @@ Faster than calling ``generate`` per request because it (1) prefills each prompt
 copies its KV cache to the n samples instead of prefilling n copies, (2) decodes large
 batches that span many prompts of a tree level, sorted by length so padding stays small, and
 (3) drops finished rows from the batch and the cache, so short answers stop costing,
-(4) writes each step's keys and values in place (``kv_cache``) and (5) attends one query
-token with two small matmuls instead of the CPU flash kernel (``decode_attention``).
+(4) writes each step's keys and values in place (``kv_cache``), (5) keeps each prompt's keys
+and values once for its n samples instead of n copies and (6) attends one query token with
+small matmuls instead of the CPU flash kernel (``decode_attention``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class TransformersBackend:
 
     def __init__(self, model: str = "embedded", device: str | None = None,
                  dtype: str = "bfloat16", max_batch_rows: int = 192,
-                 prefill_tokens: int = 32_768) -> None:
+                 prefill_tokens: int = 32_768, share_prompt_cache: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,6 +61,7 @@ class TransformersBackend:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_batch_rows = max_batch_rows
         self.prefill_tokens = prefill_tokens
+        self.share_prompt_cache = share_prompt_cache  # False: copy it per sample (benchmarks)
         load = {"trust_remote_code": False}
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         try:
@@ -157,8 +159,10 @@ class TransformersBackend:
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         # one prefill per prompt; its n samples share that cache (stored once)
-        if n > 1:
+        if n > 1 and self.share_prompt_cache:
             share_prefix(cache, n)
+        else:
+            cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)
         mask = mask.repeat_interleave(n, dim=0)
         generator = torch.Generator(device=device).manual_seed(seed)
