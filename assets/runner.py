@@ -23,9 +23,10 @@ def dagster_home() -> Path:
     """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing)."""
     home = Path(os.environ.get("DAGSTER_HOME") or warehouse_root() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"  # sqlite storage in this folder; no telemetry
+    config = home / "dagster.yaml"  # sqlite storage here; no telemetry, no newsletter modal
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n",
+                          encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -69,43 +69,61 @@ def heldout_questions(lake: Lake, dataset: str, split: str, limit: int | None) -
     return rows[:limit] if limit else rows
 
 
-def run_chains(backend: Backend, questions: Sequence[dict], adapters: dict[str, str | None],
-               settings: EvalSettings, seed: int, log: Log) -> dict[str, list[list[Turn]]]:
-    """``votes`` G→V→R chains per question: {question_id: [[G, V, R] per chain]}."""
+Chains = dict[str, list[list[Turn]]]  # question_id -> [[G, V, R] turns per chain]
+
+
+def run_chains(backend: Backend, questions: Sequence[dict],
+               systems: dict[str, dict[str, str | None]], seeds: Sequence[int],
+               settings: EvalSettings, log: Log) -> dict[tuple[str, int], Chains]:
+    """``votes`` G→V→R chains per question, for every (adapter set, seed) at once.
+
+    One backend call per role covers every seed and adapter set, so each role's requests
+    decode in the largest batches the backend allows instead of one small batch per seed.
+    A seed's randomness comes from its request ids (``s<seed>/...``): the same settings give
+    the same chains, and seeds are independent draws.
+    """
     params = SamplingParams(n=settings.votes, temperature=settings.temperature,
-                            max_tokens=settings.max_tokens, seed=seed)
+                            max_tokens=settings.max_tokens, seed=0)
     one = SamplingParams(n=1, temperature=settings.temperature,
-                         max_tokens=settings.max_tokens, seed=seed)
-    label = "MALT" if any(adapters.values()) else "base"
-    bar = tqdm(total=len(questions) * settings.votes * 3, unit="gen",
-               desc=f"eval {label} seed {seed}")
+                         max_tokens=settings.max_tokens, seed=0)
+    runs = [(label, seed) for label in systems for seed in seeds]
+    bar = tqdm(total=len(runs) * len(questions) * settings.votes * 3, unit="gen",
+               desc=f"eval {' + '.join(systems)} x {len(seeds)} seed(s)")
 
     def messages(q: dict, role: str, **extra: str | None) -> list[dict]:
         return template(q["family"], role).render(q["question"], q["choices"], **extra)
 
     generations = backend.generate(
-        [GenerationRequest(q["question_id"], messages(q, "generator"), adapters["generator"])
-         for q in questions], params)
-    bar.update(len(questions) * settings.votes)
-    chains: dict[str, list[list[Turn]]] = {}
-    for q, outs in zip(questions, generations, strict=True):
-        chains[q["question_id"]] = [[_turn(q, "generator", o.text, adapters)] for o in outs]
-    keys = [(q, c) for q in questions for c in range(settings.votes)]
+        [GenerationRequest(f"s{seed}/{q['question_id']}", messages(q, "generator"),
+                           systems[label]["generator"])
+         for label, seed in runs for q in questions], params)
+    bar.update(len(runs) * len(questions) * settings.votes)
+    chains: dict[tuple[str, int], Chains] = {run: {} for run in runs}
+    outs = iter(generations)
+    for label, seed in runs:
+        for q in questions:
+            chains[label, seed][q["question_id"]] = [
+                [_turn(q, "generator", o.text, systems[label])] for o in next(outs)]
+    keys = [(label, seed, q, c) for label, seed in runs for q in questions
+            for c in range(settings.votes)]
     for role in ("verifier", "refiner"):
         requests = []
-        for q, c in keys:
-            chain = chains[q["question_id"]][c]
+        for label, seed, q, c in keys:
+            chain = chains[label, seed][q["question_id"]][c]
             extra = {"answer": chain[0].text or ""}
             if role == "refiner":
                 extra["critique"] = chain[1].text or ""
-            requests.append(GenerationRequest(f"{q['question_id']}/c{c}/{role}",
-                                              messages(q, role, **extra), adapters[role]))
+            requests.append(GenerationRequest(f"s{seed}/{q['question_id']}/c{c}/{role}",
+                                              messages(q, role, **extra),
+                                              systems[label][role]))
         outs = backend.generate(requests, one)
-        for (q, c), out in zip(keys, outs, strict=True):
-            chains[q["question_id"]][c].append(_turn(q, role, out[0].text, adapters))
+        for (label, seed, q, c), out in zip(keys, outs, strict=True):
+            chains[label, seed][q["question_id"]][c].append(
+                _turn(q, role, out[0].text, systems[label]))
         bar.update(len(keys))
     bar.close()
-    log(f"eval {label} seed {seed}: {len(questions)} questions x {settings.votes} chains done")
+    log(f"eval: {len(questions)} questions x {settings.votes} chains x {len(seeds)} seed(s) "
+        f"for {', '.join(systems)} done")
     return chains
 
 
@@ -130,9 +148,8 @@ def majority(answers: Sequence[str | None], checker: Checker) -> str | None:
     return best
 
 
-def predictions(questions: Sequence[dict], base: dict[str, list[list[Turn]]],
-                trained: dict[str, list[list[Turn]]], seed: int, split: str, eval_id: str,
-                model: str) -> list[dict[str, Any]]:
+def predictions(questions: Sequence[dict], base: Chains, trained: Chains, seed: int,
+                split: str, eval_id: str, model: str) -> list[dict[str, Any]]:
     """One row per (question, system): the prediction, its votes and its trajectory."""
     rows = []
     for q in questions:
@@ -179,11 +196,13 @@ def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
     questions = heldout_questions(lake, dataset, split, settings.limit)
     no_adapters = dict.fromkeys(ROLES)
     eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split)
+    seeds = range(settings.seeds)
+    chains = run_chains(backend, questions, {"base": no_adapters, "MALT": adapters}, seeds,
+                        settings, log)
     rows: list[dict[str, Any]] = []
-    for seed in range(settings.seeds):
-        base = run_chains(backend, questions, no_adapters, settings, seed, log)
-        trained = run_chains(backend, questions, adapters, settings, seed, log)
-        rows += predictions(questions, base, trained, seed, split, eval_id, backend.model_id)
+    for seed in seeds:
+        rows += predictions(questions, chains["base", seed], chains["MALT", seed], seed, split,
+                            eval_id, backend.model_id)
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_PREDICTIONS)
 
 

@@ -100,8 +100,11 @@ def test_sft_changes_only_the_adapter_and_the_adapter_changes_generation(tmp_pat
         tuned_logits = backend.model(input_ids=ids).logits
         backend._use_adapter(None)
         base_again = backend.model(input_ids=ids).logits
+        unmerged_logits = peft_model.eval()(input_ids=ids).logits
     assert not torch.allclose(base_logits, tuned_logits, atol=1e-4)
-    assert torch.allclose(base_logits, base_again)  # switching back restores the base
+    # the backend merges the adapter into the weights: same model as peft's unmerged forward
+    assert torch.allclose(tuned_logits, unmerged_logits, atol=1e-4)
+    assert torch.equal(base_logits, base_again)  # switching back restores the base exactly
 
 
 @pytest.fixture

@@ -85,6 +85,8 @@ class TransformersBackend:
         self.eos_ids = sorted({*(eos if isinstance(eos, list) else [eos]),
                                self.tokenizer.eos_token_id} - {None})
         self.adapters: dict[str, str] = {}
+        self.merged_adapter: str | None = None   # the adapter merged into the weights now
+        self.base_weights: dict[str, torch.Tensor] = {}  # LoRA-targeted weights, unmerged
         # called after every decode step with the tokens it produced (live progress)
         self.on_step: Callable[[int], None] | None = None
 
