@@ -120,7 +120,7 @@ def demo(
         help="Training shards to expand (16 questions each).")] = 1,
     seeds: Annotated[int, typer.Option(help="Evaluation seeds (mean ± std).")] = 2,
     eval_limit: Annotated[int | None, typer.Option(
-        help="Evaluate only the first N held-out questions (0: all).")] = 8,
+        help="Evaluate only the first N held-out questions (0: all).")] = 12,
     train_steps: Annotated[int | None, typer.Option(
         help="Cap every training stage at this many steps (default: the recipe's).")] = None,
     rounds: Annotated[int, typer.Option(
