@@ -73,57 +73,54 @@ Chains = dict[str, list[list[Turn]]]  # question_id -> [[G, V, R] turns per chai
 
 
 def run_chains(backend: Backend, questions: Sequence[dict],
-               systems: dict[str, dict[str, str | None]], seeds: Sequence[int],
-               settings: EvalSettings, log: Log) -> dict[tuple[str, int], Chains]:
-    """``votes`` G→V→R chains per question, for every (adapter set, seed) at once.
+               systems: dict[str, dict[str, str | None]], settings: EvalSettings, seed: int,
+               log: Log) -> dict[str, Chains]:
+    """``votes`` G→V→R chains per question for every adapter set, with sampling seed ``seed``.
 
-    One backend call per role covers every seed and adapter set, so each role's requests
-    decode in the largest batches the backend allows instead of one small batch per seed.
-    A seed's randomness comes from its request ids (``s<seed>/...``): the same settings give
-    the same chains, and seeds are independent draws.
+    One backend call per role covers every adapter set (the backend groups requests by
+    adapter). Seeds stay one call each: backends that seed per request (vLLM, OpenAI) would
+    otherwise give every seed the same samples of the same prompt.
     """
     params = SamplingParams(n=settings.votes, temperature=settings.temperature,
-                            max_tokens=settings.max_tokens, seed=0)
+                            max_tokens=settings.max_tokens, seed=seed)
     one = SamplingParams(n=1, temperature=settings.temperature,
-                         max_tokens=settings.max_tokens, seed=0)
-    runs = [(label, seed) for label in systems for seed in seeds]
-    bar = tqdm(total=len(runs) * len(questions) * settings.votes * 3, unit="gen",
-               desc=f"eval {' + '.join(systems)} x {len(seeds)} seed(s)")
+                         max_tokens=settings.max_tokens, seed=seed)
+    bar = tqdm(total=len(systems) * len(questions) * settings.votes * 3, unit="gen",
+               desc=f"eval {' + '.join(systems)} seed {seed}")
 
     def messages(q: dict, role: str, **extra: str | None) -> list[dict]:
         return template(q["family"], role).render(q["question"], q["choices"], **extra)
 
     generations = backend.generate(
-        [GenerationRequest(f"s{seed}/{q['question_id']}", messages(q, "generator"),
-                           systems[label]["generator"])
-         for label, seed in runs for q in questions], params)
-    bar.update(len(runs) * len(questions) * settings.votes)
-    chains: dict[tuple[str, int], Chains] = {run: {} for run in runs}
+        [GenerationRequest(q["question_id"], messages(q, "generator"), adapters["generator"])
+         for adapters in systems.values() for q in questions], params)
+    bar.update(len(systems) * len(questions) * settings.votes)
+    chains: dict[str, Chains] = {label: {} for label in systems}
     outs = iter(generations)
-    for label, seed in runs:
+    for label, adapters in systems.items():
         for q in questions:
-            chains[label, seed][q["question_id"]] = [
-                [_turn(q, "generator", o.text, systems[label])] for o in next(outs)]
-    keys = [(label, seed, q, c) for label, seed in runs for q in questions
+            chains[label][q["question_id"]] = [
+                [_turn(q, "generator", o.text, adapters)] for o in next(outs)]
+    keys = [(label, q, c) for label in systems for q in questions
             for c in range(settings.votes)]
     for role in ("verifier", "refiner"):
         requests = []
-        for label, seed, q, c in keys:
-            chain = chains[label, seed][q["question_id"]][c]
+        for label, q, c in keys:
+            chain = chains[label][q["question_id"]][c]
             extra = {"answer": chain[0].text or ""}
             if role == "refiner":
                 extra["critique"] = chain[1].text or ""
-            requests.append(GenerationRequest(f"s{seed}/{q['question_id']}/c{c}/{role}",
+            requests.append(GenerationRequest(f"{q['question_id']}/c{c}/{role}",
                                               messages(q, role, **extra),
                                               systems[label][role]))
         outs = backend.generate(requests, one)
-        for (label, seed, q, c), out in zip(keys, outs, strict=True):
-            chains[label, seed][q["question_id"]][c].append(
+        for (label, q, c), out in zip(keys, outs, strict=True):
+            chains[label][q["question_id"]][c].append(
                 _turn(q, role, out[0].text, systems[label]))
         bar.update(len(keys))
     bar.close()
-    log(f"eval: {len(questions)} questions x {settings.votes} chains x {len(seeds)} seed(s) "
-        f"for {', '.join(systems)} done")
+    log(f"eval seed {seed}: {len(questions)} questions x {settings.votes} chains for "
+        f"{', '.join(systems)} done")
     return chains
 
 
@@ -196,13 +193,12 @@ def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
     questions = heldout_questions(lake, dataset, split, settings.limit)
     no_adapters = dict.fromkeys(ROLES)
     eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split)
-    seeds = range(settings.seeds)
-    chains = run_chains(backend, questions, {"base": no_adapters, "MALT": adapters}, seeds,
-                        settings, log)
     rows: list[dict[str, Any]] = []
-    for seed in seeds:
-        rows += predictions(questions, chains["base", seed], chains["MALT", seed], seed, split,
-                            eval_id, backend.model_id)
+    for seed in range(settings.seeds):
+        chains = run_chains(backend, questions, {"base": no_adapters, "MALT": adapters},
+                            settings, seed, log)
+        rows += predictions(questions, chains["base"], chains["MALT"], seed, split, eval_id,
+                            backend.model_id)
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_PREDICTIONS)
 
 

@@ -142,3 +142,33 @@ def test_real_model_evaluation_at_tiny_size(lake, instance, tmp_path):
     assert len(used) == len(trained)
     models = run_read_only(lake, "select distinct model from eval_predictions").to_pylist()
     assert models == [{"model": MODEL_ID}]
+
+
+def test_each_seed_reaches_the_backend_as_its_sampling_seed():
+    """vLLM and OpenAI-compatible servers seed per request from SamplingParams.seed alone:
+    seeds must arrive there, or every seed would draw the same samples of the same prompt."""
+    from malt_lake.backends.base import Completion
+    from malt_lake.evaluate import EvalSettings, run_chains
+
+    class SeedPerRequestBackend:  # answers depend on the prompt and params.seed only
+        model_id = "stub"
+
+        def __init__(self) -> None:
+            self.seeds: list[int] = []
+
+        def generate(self, requests, params):
+            self.seeds.append(params.seed)
+            return [[Completion(f"Final Answer: {params.seed * 10 + k}", 1, 1, "stop")
+                     for k in range(params.n)] for _ in requests]
+
+    question = {"question_id": "q0", "dataset": "arith", "family": "numeric",
+                "question": "What is 1 + 1?", "choices": None, "answer": "2"}
+    backend = SeedPerRequestBackend()
+    no_adapters = dict.fromkeys(("generator", "verifier", "refiner"))
+    firsts = []
+    for seed in (0, 1):
+        chains = run_chains(backend, [question], {"base": no_adapters}, EvalSettings(),
+                            seed, log=lambda m: None)
+        firsts.append(chains["base"]["q0"][0][0].pred_answer)
+    assert backend.seeds == [0, 0, 0, 1, 1, 1]  # G, V, R calls of each seed
+    assert firsts[0] != firsts[1]
