@@ -149,6 +149,7 @@ class TransformersBackend:
         import torch
 
         from malt_lake.backends.kv_cache import reserved_cache, share_prefix
+        from malt_lake.backends.sampling import pick_next_tokens
 
         device, n = self.device, params.n
         width = max(len(p) for p in prompts)
@@ -173,7 +174,7 @@ class TransformersBackend:
         finished = [False] * (len(prompts) * n)
         eos = torch.tensor(self.eos_ids, device=device)
         for step in range(params.max_tokens):
-            next_tokens = _pick(logits, params, generator)
+            next_tokens = pick_next_tokens(logits, params, generator)
             done_now = torch.isin(next_tokens, eos)
             for row, token, done in zip(rows.tolist(), next_tokens.tolist(), done_now.tolist(),
                                         strict=True):
@@ -208,20 +209,6 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.model = None
-
-
-def _pick(logits, params: SamplingParams, generator):
-    import torch
-
-    if params.temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(-1) - sorted_probs > params.top_p
-        sorted_probs[drop] = 0
-        probs = torch.zeros_like(probs).scatter(-1, sorted_idx, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def _batch_seed(seed: int, request_ids: list[str]) -> int:

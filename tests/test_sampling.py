@@ -1,0 +1,61 @@
+"""The inverse-CDF sampler draws from the distribution it is given (and nothing else)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from malt_lake.backends.base import SamplingParams
+from malt_lake.backends.sampling import pick_next_tokens, sample_categorical
+
+DRAWS = 200_000
+
+
+def _frequencies(picked: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.bincount(picked, minlength=size).double() / picked.numel()
+
+
+def test_draws_follow_the_weights_and_never_pick_a_zero_weight():
+    weights = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0]) * 7  # unnormalized on purpose
+    generator = torch.Generator().manual_seed(0)
+    picked = sample_categorical(weights.expand(DRAWS, -1), generator)
+    freq = _frequencies(picked, 6)
+    assert freq[[0, 2, 5]].sum() == 0
+    expected = (weights / weights.sum()).double()
+    # 5 standard errors of a binomial proportion at 200k draws is < 0.0056
+    assert torch.allclose(freq, expected, atol=0.0056)
+
+
+def test_softmax_with_temperature_matches_multinomial_frequencies():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]])
+    params = SamplingParams(n=1, temperature=0.7, seed=0)
+    picked = pick_next_tokens(logits.expand(DRAWS, -1), params,
+                              torch.Generator().manual_seed(1))
+    expected = torch.softmax(logits[0] / 0.7, -1).double()
+    assert torch.allclose(_frequencies(picked, 5), expected, atol=0.0056)
+
+
+def test_top_p_keeps_the_nucleus_only():
+    # sorted probabilities 0.5, 0.3, 0.15, 0.05: with top_p 0.7 the nucleus is {0.5, 0.3}
+    probs = torch.tensor([0.15, 0.5, 0.05, 0.3])
+    params = SamplingParams(n=1, temperature=1.0, top_p=0.7, seed=0)
+    picked = pick_next_tokens(probs.log().expand(DRAWS, -1), params,
+                              torch.Generator().manual_seed(2))
+    freq = _frequencies(picked, 4)
+    assert freq[0] == 0 and freq[2] == 0
+    assert freq[1] == pytest.approx(0.5 / 0.8, abs=0.0056)
+
+
+def test_rows_draw_independently_and_seeding_reproduces():
+    logits = torch.zeros(4, 1000)
+    params = SamplingParams(n=1, temperature=1.0, seed=0)
+    first = pick_next_tokens(logits, params, torch.Generator().manual_seed(3))
+    again = pick_next_tokens(logits, params, torch.Generator().manual_seed(3))
+    assert torch.equal(first, again)
+    assert len(set(first.tolist())) > 1  # four uniform draws over 1000 tokens
+
+
+def test_temperature_zero_is_greedy():
+    logits = torch.tensor([[0.1, 2.0, 1.0], [3.0, 0.0, -1.0]])
+    picked = pick_next_tokens(logits, SamplingParams(n=1, temperature=0.0), torch.Generator())
+    assert picked.tolist() == [1, 0]
