@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from malt_lake.backends.base import SamplingParams
-from malt_lake.backends.sampling import pick_next_tokens, sample_categorical
+from malt_lake.backends.sampling import TokenSampler, pick_next_tokens, sample_categorical
 
 DRAWS = 200_000
 
@@ -59,3 +59,23 @@ def test_temperature_zero_is_greedy():
     logits = torch.tensor([[0.1, 2.0, 1.0], [3.0, 0.0, -1.0]])
     picked = pick_next_tokens(logits, SamplingParams(n=1, temperature=0.0), torch.Generator())
     assert picked.tolist() == [1, 0]
+
+
+def test_negligible_and_banned_tokens_are_never_drawn():
+    # relative probabilities e^-100 and 0 (-inf logit): far below float32 resolution
+    logits = torch.tensor([[0.0, -100.0, float("-inf"), 0.0]])
+    picked = pick_next_tokens(logits.expand(DRAWS, -1), SamplingParams(temperature=1.0),
+                              torch.Generator().manual_seed(4))
+    freq = _frequencies(picked, 4)
+    assert freq[1] == 0 and freq[2] == 0
+    assert freq[0] == pytest.approx(0.5, abs=0.0056)
+
+
+def test_a_sampler_reused_as_rows_shrink_draws_like_a_fresh_one():
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(5)).bfloat16()
+    params = SamplingParams(temperature=0.5)
+    reused = TokenSampler(params, torch.Generator().manual_seed(6))
+    fresh_generator = torch.Generator().manual_seed(6)
+    for rows in (6, 4, 1):
+        assert torch.equal(reused(logits[:rows]),
+                           pick_next_tokens(logits[:rows], params, fresh_generator))

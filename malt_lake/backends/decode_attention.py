@@ -47,46 +47,67 @@ def _shared_prefix_attention(query: torch.Tensor, key: SharedPrefix, value: Shar
                              attention_mask: torch.Tensor | None, scaling: float | None
                              ) -> tuple[torch.Tensor, None]:
     batch, heads, _, dim = query.shape
-    prompts, kv_heads, prefix_len, _ = key.prefix.shape
-    group, n = heads // kv_heads, key.n
+    _, kv_heads, prefix_len, _ = key.prefix.shape
+    group = heads // kv_heads
     q = query.reshape(batch, kv_heads, group, dim)
     # prompt part: each prompt's samples' queries side by side, one matmul per prompt
-    stacked = _to_prompts(q, key.slots, prompts, n)                      # (P, KVH, n*G, D)
-    prefix_scores = _to_rows(torch.matmul(stacked, key.prefix.transpose(-1, -2)),
-                             key.slots, n)                               # (B, KVH, G, Lp)
-    suffix_scores = torch.matmul(q, key.suffix.transpose(-1, -2))        # (B, KVH, G, Ls)
-    scores = torch.cat([prefix_scores, suffix_scores], dim=-1).float() * _scale(scaling, dim)
-    probs = torch.softmax(_masked(scores, attention_mask), dim=-1).to(value.suffix.dtype)
-    prefix_probs = _to_prompts(probs[..., :prefix_len].contiguous(), key.slots, prompts, n)
-    out = _to_rows(torch.matmul(prefix_probs, value.prefix), key.slots, n)
-    out = out + torch.matmul(probs[..., prefix_len:], value.suffix)      # (B, KVH, G, D)
+    stacked = _to_prompts(q, key)                                        # (P, KVH, n*G, D)
+    prefix_scores = torch.matmul(stacked, key.prefix.transpose(-1, -2))  # (P, KVH, n*G, Lp)
+    suffix_scores = torch.matmul(q, key.suffix.transpose(-1, -2))        # (B, KVH, G, cap)
+    width = prefix_len + key.length                                      # real positions
+    scores = torch.empty((batch, kv_heads, group, prefix_len + suffix_scores.shape[-1]),
+                         dtype=torch.float32, device=query.device)
+    _to_rows(prefix_scores, key, out=scores[..., :prefix_len])
+    scores[..., prefix_len:] = suffix_scores
+    scores.mul_(_scale(scaling, dim))
+    scores[..., width:] = float("-inf")                                  # unfilled buffer
+    if attention_mask is not None:
+        _masked(scores[..., :width], attention_mask, in_place=True)
+    probs = torch.softmax(scores, dim=-1).to(value.suffix.dtype)
+    prefix_out = torch.matmul(_to_prompts(probs[..., :prefix_len], key), value.prefix)
+    out = torch.matmul(probs[..., prefix_len:], value.suffix)           # (B, KVH, G, D)
+    out += _to_rows(prefix_out, key)
     return out.reshape(batch, heads, 1, dim).transpose(1, 2), None
 
 
-def _to_prompts(rows: torch.Tensor, slots: torch.Tensor, prompts: int, n: int) -> torch.Tensor:
-    """(B, KVH, G, X) per row → (P, KVH, n*G, X) per prompt; finished samples are zeros."""
+def _to_prompts(rows: torch.Tensor, key: SharedPrefix) -> torch.Tensor:
+    """(B, KVH, G, X) per row → (P, KVH, n*G, X) per prompt (finished samples' slots are
+    zeros, and only ever reach their own output rows, which ``_to_rows`` drops)."""
     _, kv_heads, group, width = rows.shape
-    grid = rows.new_zeros((prompts * n, kv_heads, group, width))
-    grid[slots] = rows
-    return (grid.view(prompts, n, kv_heads, group, width).transpose(1, 2)
-            .reshape(prompts, kv_heads, n * group, width))
+    prompts, n = key.prefix.shape[0], key.n
+    if key.complete:
+        grid = rows.new_empty((prompts, kv_heads, n, group, width))
+        grid.transpose(1, 2).copy_(rows.view(prompts, n, kv_heads, group, width))
+    else:
+        grid = rows.new_zeros((prompts, kv_heads, n, group, width))
+        grid.transpose(1, 2)[key.prompt_of, key.sample_of] = rows
+    return grid.view(prompts, kv_heads, n * group, width)
 
 
-def _to_rows(stacked: torch.Tensor, slots: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of ``_to_prompts``: (P, KVH, n*G, X) → (B, KVH, G, X) for the live rows."""
+def _to_rows(stacked: torch.Tensor, key: SharedPrefix,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse of ``_to_prompts``: (P, KVH, n*G, X) → (B, KVH, G, X) for the live rows,
+    into ``out`` when given."""
     prompts, kv_heads, stacked_group, width = stacked.shape
-    group = stacked_group // n
+    n, group = key.n, stacked_group // key.n
     per_sample = stacked.view(prompts, kv_heads, n, group, width).transpose(1, 2)
-    return per_sample.reshape(prompts * n, kv_heads, group, width)[slots]
+    if not key.complete:
+        rows = per_sample[key.prompt_of, key.sample_of]                  # a gather: a copy
+        return rows if out is None else out.copy_(rows)
+    if out is None:
+        out = stacked.new_empty((prompts * n, kv_heads, group, width))
+    out.view(prompts, n, kv_heads, group, width).copy_(per_sample)
+    return out
 
 
-def _masked(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+def _masked(scores: torch.Tensor, attention_mask: torch.Tensor | None,
+            in_place: bool = False) -> torch.Tensor:
     if attention_mask is None:
         return scores
     mask = attention_mask[:, :, -1:, : scores.shape[-1]]                 # (B, 1, 1, L)
     if mask.dtype == torch.bool:
-        return scores.masked_fill(~mask, float("-inf"))
-    return scores + mask.float()
+        return (scores.masked_fill_ if in_place else scores.masked_fill)(~mask, float("-inf"))
+    return scores.add_(mask.float()) if in_place else scores + mask.float()
 
 
 def _scale(scaling: float | None, dim: int) -> float:

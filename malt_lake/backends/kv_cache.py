@@ -9,7 +9,9 @@ After the prefill, ``share_prefix(n)`` turns the n samples of each prompt into r
 share the prompt's keys and values (kept once per prompt) and own only what they generate.
 Refiner prompts run to ~450 tokens and answers to ~100, so decode attention then reads about
 a third of the cache it read with the prompt copied n times (``decode_attention`` does the
-split softmax).
+split softmax). The generated part is handed to attention as its whole buffer (zeros past
+the filled length, which attention masks): a batched matmul on a CPU copies a view whose
+rows are spaced wider than its length, and that copy cost twice the matmul itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from typing import NamedTuple
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+# first capacity of the generated part of a shared-prefix cache; doubles when full, so the
+# attention over the whole buffer does at most about twice the suffix work it needs
+SUFFIX_START = 32
+
 
 class SharedPrefix(NamedTuple):
     """Keys (or values) of rows whose prompts are stored once per prompt.
@@ -29,9 +35,17 @@ class SharedPrefix(NamedTuple):
     """
 
     prefix: torch.Tensor  # (prompts, kv_heads, prompt_len, head_dim)
-    suffix: torch.Tensor  # (rows, kv_heads, generated_len, head_dim)
+    suffix: torch.Tensor  # (rows, kv_heads, capacity, head_dim): zeros past ``length``
+    length: int           # generated positions filled in ``suffix``
     slots: torch.Tensor   # (rows,) prompt * n + sample
     n: int
+    prompt_of: torch.Tensor  # (rows,) slots // n
+    sample_of: torch.Tensor  # (rows,) slots % n
+
+    @property
+    def complete(self) -> bool:
+        """Every sample of every kept prompt is a row (slots are 0, 1, ..., prompts*n - 1)."""
+        return self.slots.shape[0] == self.prefix.shape[0] * self.n
 
 
 class ReservedLayer(DynamicLayer):
@@ -46,6 +60,7 @@ class ReservedLayer(DynamicLayer):
         self._values: torch.Tensor | None = None
         self._prefix: tuple[torch.Tensor, torch.Tensor] | None = None
         self.slots: torch.Tensor | None = None
+        self._slot_parts: tuple[torch.Tensor, torch.Tensor] | None = None
         self.n = 1
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -54,16 +69,25 @@ class ReservedLayer(DynamicLayer):
         start = self.length - self.offset
         end = start + key_states.shape[-2]
         if self._keys is None or end > self._keys.shape[-2]:
-            self._grow(key_states, end + self.reserve)
+            if self._prefix is None:
+                capacity = end + self.reserve
+            else:  # the generated part of a shared cache doubles, up to the reserve
+                capacity = max(end, min(2 * self._keys.shape[-2], self.reserve))
+            self._grow(key_states, capacity)
         self._keys[..., start:end, :] = key_states
         self._values[..., start:end, :] = value_states
         self.length += key_states.shape[-2]
         self._refresh_views()
         if self._prefix is None:
             return self.keys, self.values
+        # the whole suffix buffer, not a view of its filled part: a batched matmul copies a
+        # view whose rows are spaced wider than its length, every layer and step; attention
+        # masks the unfilled (zero) positions instead
         prefix_keys, prefix_values = self._prefix
-        return (SharedPrefix(prefix_keys, self.keys, self.slots, self.n),
-                SharedPrefix(prefix_values, self.values, self.slots, self.n))
+        return (SharedPrefix(prefix_keys, self._keys, end, self.slots, self.n,
+                             *self._slot_parts),
+                SharedPrefix(prefix_values, self._values, end, self.slots, self.n,
+                             *self._slot_parts))
 
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0
@@ -71,8 +95,8 @@ class ReservedLayer(DynamicLayer):
     def _grow(self, like: torch.Tensor, capacity: int) -> None:
         rows = like.shape[0] if self._keys is None else self._keys.shape[0]
         _, heads, _, dim = like.shape
-        keys = like.new_empty((rows, heads, capacity, dim))
-        values = like.new_empty((rows, heads, capacity, dim))
+        keys = like.new_zeros((rows, heads, capacity, dim))
+        values = like.new_zeros((rows, heads, capacity, dim))
         filled = self.length - self.offset
         if filled:
             keys[..., :filled, :] = self._keys[..., :filled, :]
@@ -91,9 +115,10 @@ class ReservedLayer(DynamicLayer):
         self._prefix = (self.keys.contiguous(), self.values.contiguous())
         prompts, heads, _, dim = self._keys.shape
         self.offset, self.n = self.length, n
-        self.slots = torch.arange(prompts * n, device=self._keys.device)
-        self._keys = self._keys.new_empty((prompts * n, heads, self.reserve, dim))
-        self._values = self._values.new_empty((prompts * n, heads, self.reserve, dim))
+        self._set_slots(torch.arange(prompts * n, device=self._keys.device))
+        capacity = min(self.reserve, SUFFIX_START)  # doubles when full
+        self._keys = self._keys.new_zeros((prompts * n, heads, capacity, dim))
+        self._values = self._values.new_zeros((prompts * n, heads, capacity, dim))
         self._refresh_views()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
@@ -121,7 +146,11 @@ class ReservedLayer(DynamicLayer):
             remap[live] = torch.arange(len(live), dtype=slots.dtype, device=slots.device)
             self._prefix = (self._prefix[0][live], self._prefix[1][live])
             slots = remap[groups] * self.n + slots % self.n
+        self._set_slots(slots)
+
+    def _set_slots(self, slots: torch.Tensor) -> None:
         self.slots = slots
+        self._slot_parts = (slots // self.n, slots % self.n)  # once here, not in every layer
 
 
 def reserved_cache(reserve: int) -> Cache:

@@ -5,8 +5,9 @@ copies its KV cache to the n samples instead of prefilling n copies, (2) decodes
 batches that span many prompts of a tree level, sorted by length so padding stays small, and
 (3) drops finished rows from the batch and the cache, so short answers stop costing,
 (4) writes each step's keys and values in place (``kv_cache``), (5) keeps each prompt's keys
-and values once for its n samples instead of n copies and (6) attends one query token with
-small matmuls instead of the CPU flash kernel (``decode_attention``).
+and values once for its n samples instead of n copies, (6) attends one query token with
+small matmuls instead of the CPU flash kernel (``decode_attention``) and (7) samples by
+inverse CDF in a reused workspace (``sampling``).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class TransformersBackend:
         import torch
 
         from malt_lake.backends.kv_cache import reserved_cache, share_prefix
-        from malt_lake.backends.sampling import pick_next_tokens
+        from malt_lake.backends.sampling import TokenSampler
 
         device, n = self.device, params.n
         width = max(len(p) for p in prompts)
@@ -166,15 +167,15 @@ class TransformersBackend:
             share_prefix(cache, n)
         else:
             cache.batch_repeat_interleave(n)
-        logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)
+        logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
         mask = mask.repeat_interleave(n, dim=0)
-        generator = torch.Generator(device=device).manual_seed(seed)
+        sampler = TokenSampler(params, torch.Generator(device=device).manual_seed(seed))
         rows = torch.arange(len(prompts) * n, device=device)  # original row of each live row
         tokens: list[list[int]] = [[] for _ in range(len(prompts) * n)]
         finished = [False] * (len(prompts) * n)
         eos = torch.tensor(self.eos_ids, device=device)
         for step in range(params.max_tokens):
-            next_tokens = pick_next_tokens(logits, params, generator)
+            next_tokens = sampler(logits)
             done_now = torch.isin(next_tokens, eos)
             for row, token, done in zip(rows.tolist(), next_tokens.tolist(), done_now.tolist(),
                                         strict=True):
@@ -198,7 +199,7 @@ class TransformersBackend:
             positions = mask.sum(-1, keepdim=True) - 1
             out = self.model(input_ids=next_tokens[:, None], attention_mask=mask,
                              position_ids=positions, past_key_values=cache, use_cache=True)
-            logits = out.logits[:, -1, :].float()
+            logits = out.logits[:, -1, :]
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         completions = [
             Completion(text, len(prompts[i // n]), len(tokens[i]),
