@@ -66,7 +66,7 @@ def test_evaluation_plumbing_with_the_fake_backend(lake, instance):
     n_heldout = run_read_only(lake, "select count(*) n from questions "
                                     "where shard like 'heldout.%'").to_pylist()[0]["n"]
     preds = run_read_only(lake, "select system, seed, count(*) n from eval_predictions "
-                                "group by all").to_pylist()
+                                "group by all order by all").to_pylist()
     assert {(r["system"], r["seed"]) for r in preds} == {(s, d) for s in SYSTEMS for d in (0, 1)}
     assert all(r["n"] == n_heldout for r in preds)
     stored = {(r["system"], r["seed"]): r["accuracy"] for r in
@@ -92,7 +92,7 @@ def test_evaluation_plumbing_with_the_fake_backend(lake, instance):
                                "evaluation": {"config": {"seeds": 2, "max_tokens": 16}}}})
     assert again.success
     assert run_read_only(lake, "select system, seed, count(*) n from eval_predictions "
-                               "group by all").to_pylist() == preds
+                               "group by all order by all").to_pylist() == preds
 
 
 def test_real_model_evaluation_at_tiny_size(lake, instance, tmp_path):

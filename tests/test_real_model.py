@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 from assets.definitions import ALL_ASSETS
 from assets.partitions import shard_partitions
@@ -45,7 +46,8 @@ def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_pat
     assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
 
 
-def test_fast_decoding_matches_hf_generate_greedy():
+@pytest.mark.parametrize("n", [1, 2])
+def test_fast_decoding_matches_hf_generate_greedy(n):
     """Shared prefill, the reserved KV cache and row compaction change nothing: in fp32 and
     greedy, every sample equals Hugging Face generate on the prompt alone."""
     from malt_lake.backends.base import GenerationRequest, SamplingParams
@@ -58,12 +60,12 @@ def test_fast_decoding_matches_hf_generate_greedy():
     tpl = template("numeric", "generator")
     problems = list(generate(ArithmeticSource(count=3, seed=3, max_steps=3)))
     requests = [GenerationRequest(f"q{p.index}", tpl.render(p.question)) for p in problems]
-    out = backend.generate(requests, SamplingParams(n=2, temperature=0, max_tokens=32))
+    out = backend.generate(requests, SamplingParams(n=n, temperature=0, max_tokens=32))
     tok = backend.tokenizer
     for request, samples in zip(requests, out, strict=True):
         ids = tok.apply_chat_template(request.messages, add_generation_prompt=True,
                                       return_tensors="pt", return_dict=True)
         ref = backend.model.generate(**ids, max_new_tokens=32, do_sample=False)
         expected = tok.decode(ref[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        assert [s.text for s in samples] == [expected, expected]
+        assert [s.text for s in samples] == [expected] * n
         assert all(s.n_prompt_tokens == ids["input_ids"].shape[1] for s in samples)

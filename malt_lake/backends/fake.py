@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from malt_lake.backends.base import Completion, GenerationRequest, SamplingParams
 
@@ -27,8 +28,11 @@ class FakeBackend:
         return [[self._one(r, i, params) for i in range(params.n)] for r in requests]
 
     def _one(self, request: GenerationRequest, index: int, params: SamplingParams) -> Completion:
+        # the adapter by its version name, not its path: where the lake lives must not change
+        # what a deterministic backend answers
+        adapter = Path(request.adapter).name if request.adapter else None
         digest = hashlib.sha256(
-            f"{request.request_id}|{index}|{params.seed}|{request.adapter}".encode()).digest()
+            f"{request.request_id}|{index}|{params.seed}|{adapter}".encode()).digest()
         if self.fail_every and digest[0] % self.fail_every == 0:
             return Completion.failed("fake backend: injected failure")
         number = digest[1] % 20

@@ -162,8 +162,10 @@ class TransformersBackend:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        # one prefill per prompt; its n samples share that cache (stored once)
-        if n > 1 and self.share_prompt_cache:
+        # one prefill per prompt; its n samples share that cache (stored once). With n = 1
+        # too: decode attention then reads the prompt from contiguous storage and the answer
+        # from a whole buffer, which batched matmuls take without copying
+        if self.share_prompt_cache:
             share_prefix(cache, n)
         else:
             cache.batch_repeat_interleave(n)
