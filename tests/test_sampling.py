@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from malt_lake.backends.base import SamplingParams
+from malt_lake.backends.base import BackendError, SamplingParams
 from malt_lake.backends.sampling import TokenSampler, pick_next_tokens, sample_categorical
 
 DRAWS = 200_000
@@ -79,3 +79,9 @@ def test_a_sampler_reused_as_rows_shrink_draws_like_a_fresh_one():
     for rows in (6, 4, 1):
         assert torch.equal(reused(logits[:rows]),
                            pick_next_tokens(logits[:rows], params, fresh_generator))
+
+
+def test_non_finite_scores_raise_a_clear_backend_error():
+    logits = torch.tensor([[0.0, 1.0], [float("nan"), float("nan")]])
+    with pytest.raises(BackendError, match="not finite for 1 of 2 rows"):
+        pick_next_tokens(logits, SamplingParams(temperature=0.7), torch.Generator())

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from malt_lake.backends.base import SamplingParams
+from malt_lake.backends.base import BackendError, SamplingParams
 
 MIN_LOG_WEIGHT = -80.0
 _FLOOR = math.exp(MIN_LOG_WEIGHT)
@@ -71,6 +71,10 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator,
     index of weight 0 is never drawn."""
     cdf = weights if cumulative else weights.cumsum(-1)
     total = cdf[:, -1:]
+    if not bool((total > 0).all()):  # NaN or -inf scores everywhere: nothing to draw from
+        bad = int((~(total > 0)).sum())
+        raise BackendError(f"the model's next-token scores are not finite for {bad} of "
+                           f"{total.shape[0]} rows; check the model weights and the adapter")
     uniform = torch.rand(total.shape, generator=generator, device=cdf.device,
                          dtype=cdf.dtype) * total
     # a draw that rounded up to the total goes to the last float below it
