@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from malt_lake.backends.base import BackendError, SamplingParams
-from malt_lake.backends.sampling import TokenSampler, pick_next_tokens, sample_categorical
+from malt_lake.backends.sampling import TokenSampler, sample_categorical
 
 DRAWS = 200_000
+
+
+def pick_next_tokens(logits: torch.Tensor, params: SamplingParams,
+                     generator: torch.Generator) -> torch.Tensor:
+    """A fresh sampler for one call."""
+    return TokenSampler(params, generator)(logits)
 
 
 def _frequencies(picked: torch.Tensor, size: int) -> torch.Tensor:

@@ -58,12 +58,6 @@ class TokenSampler:
         return F.threshold_(weights, _FLOOR * (1 + 1e-6), 0.0)
 
 
-def pick_next_tokens(logits: torch.Tensor, params: SamplingParams,
-                     generator: torch.Generator) -> torch.Tensor:
-    """One-off form of ``TokenSampler`` (a fresh workspace per call)."""
-    return TokenSampler(params, generator)(logits)
-
-
 def sample_categorical(weights: torch.Tensor, generator: torch.Generator,
                        cumulative: bool = False) -> torch.Tensor:
     """One index per row, drawn with probability proportional to the row's non-negative
