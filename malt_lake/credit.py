@@ -40,7 +40,7 @@ def _credit_relation(lake: Lake, key: PartitionKey, theta: float
     """The credit statement for one partition, checked and bound (caller closes the con)."""
     theta = validate_theta(theta)
     _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
-    con = connect(lake, derived=False)
+    con = connect(lake, derived=False, tables=("generations", "critiques", "leaf_rewards"))
     return con, con.sql(read_sql("credit/credit"), params={
         "dataset": key.dataset, "shard": key.shard, "theta": theta,
     })

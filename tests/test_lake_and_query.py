@@ -106,6 +106,17 @@ def test_views_exist_and_are_typed_before_any_write(lake):
     assert columns == QUESTIONS.names
 
 
+def test_connect_can_limit_the_views_to_named_tables(lake):
+    lake.write_partition("questions", KEY, question_rows(KEY, 3))
+    con = connect(lake, derived=False, tables=("questions",))
+    views = {row[0] for row in con.execute(
+        "select view_name from duckdb_views() where not internal").fetchall()}
+    assert views == {"questions"}
+    assert con.execute("select count(*) from questions").fetchone() == (3,)
+    with pytest.raises(ValueError, match="derived views read every table"):
+        connect(lake, tables=("questions",))
+
+
 @pytest.mark.parametrize("statement,needle", [
     ("create table t as select 1", "refused a create statement"),
     ("copy questions to '/tmp/out.csv'", "refused a copy statement"),
