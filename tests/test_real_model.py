@@ -47,9 +47,11 @@ def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_pat
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_fast_decoding_matches_hf_generate_greedy(n):
-    """Shared prefill, the reserved KV cache and row compaction change nothing: in fp32 and
-    greedy, every sample equals Hugging Face generate on the prompt alone."""
+def test_fast_decoding_matches_hf_generate_greedy(n, monkeypatch):
+    """Shared prefill (the template head once for the batch, each prompt once for its n
+    samples), the reserved KV cache and row compaction change nothing: in fp32 and greedy,
+    every sample equals Hugging Face generate on the prompt alone."""
+    from malt_lake.backends import kv_cache
     from malt_lake.backends.base import GenerationRequest, SamplingParams
     from malt_lake.backends.transformers_backend import TransformersBackend
     from malt_lake.datasets.arithmetic import generate
@@ -60,7 +62,12 @@ def test_fast_decoding_matches_hf_generate_greedy(n):
     tpl = template("numeric", "generator")
     problems = list(generate(ArithmeticSource(count=3, seed=3, max_steps=3)))
     requests = [GenerationRequest(f"q{p.index}", tpl.render(p.question)) for p in problems]
+    repeated = []
+    real_repeat_rows = kv_cache.repeat_rows
+    monkeypatch.setattr(kv_cache, "repeat_rows", lambda cache, rows, room: (
+        repeated.append((cache.get_seq_length(), rows)), real_repeat_rows(cache, rows, room)))
     out = backend.generate(requests, SamplingParams(n=n, temperature=0, max_tokens=32))
+    assert repeated and all(head >= 16 and rows == 3 for head, rows in repeated), repeated
     tok = backend.tokenizer
     for request, samples in zip(requests, out, strict=True):
         ids = tok.apply_chat_template(request.messages, add_generation_prompt=True,

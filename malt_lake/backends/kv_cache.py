@@ -108,6 +108,20 @@ class ReservedLayer(DynamicLayer):
         self.keys = self._keys[..., :filled, :]
         self.values = self._values[..., :filled, :]
 
+    def repeat_rows(self, rows: int, room: int) -> None:
+        """After a one-row prefill of a prefix every prompt of a batch starts with: that
+        prefix for ``rows`` rows, with room for ``room`` more positions in each (the rest
+        of each prompt; when it fills the room exactly, ``share_prefix`` needs no copy)."""
+        if self.offset or self._keys is None or self._keys.shape[0] != 1:
+            raise RuntimeError("repeat_rows runs once, right after a one-row prefill")
+        filled = self.length
+        for name in ("_keys", "_values"):
+            one = getattr(self, name)
+            many = one.new_zeros((rows, one.shape[1], filled + room, one.shape[3]))
+            many[..., :filled, :] = one[..., :filled, :]
+            setattr(self, name, many)
+        self._refresh_views()
+
     def share_prefix(self, n: int) -> None:
         """Keep what is cached as one prefix per row, shared by that row's ``n`` samples."""
         if not self.length or self._prefix is not None:
@@ -156,6 +170,12 @@ class ReservedLayer(DynamicLayer):
 def reserved_cache(reserve: int) -> Cache:
     """A cache whose layers reserve ``reserve`` extra positions after the prompt."""
     return Cache(layer_class_to_replicate=partial(ReservedLayer, reserve=reserve))
+
+
+def repeat_rows(cache: Cache, rows: int, room: int) -> None:
+    """After a one-row prefill of a ``reserved_cache``: that prefix for ``rows`` rows."""
+    for layer in cache.layers:
+        layer.repeat_rows(rows, room)
 
 
 def share_prefix(cache: Cache, n: int) -> None:

@@ -28,6 +28,8 @@ from malt_lake.errors import ConfigError, HubUnavailable
 # Finished rows are dropped from the batch and cache once the live share falls to this: each
 # drop copies the cache, so it happens a logarithmic number of times, not every few steps.
 COMPACT_BELOW = 0.75
+# a prompt head shared by the whole batch is prefilled once when at least this long
+MIN_SHARED_HEAD = 16
 
 
 def resolve_model(model: str) -> tuple[str, Path | str]:
@@ -153,15 +155,8 @@ class TransformersBackend:
         from malt_lake.backends.sampling import TokenSampler
 
         device, n = self.device, params.n
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                            device=device)
         cache = reserved_cache(params.max_tokens + 1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out, mask = self._prefill(prompts, cache)
         # one prefill per prompt; its n samples share that cache (stored once). With n = 1
         # too: decode attention then reads the prompt from contiguous storage and the answer
         # from a whole buffer, which batched matmuls take without copying
@@ -210,8 +205,49 @@ class TransformersBackend:
         ]
         return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
 
+    def _prefill(self, prompts: list[list[int]], cache):
+        """Run the prompts into ``cache``; returns (model output, attention mask so far).
+
+        Prompts of one role and dataset start with the same template (system prompt and
+        instructions: 50 of the generator's ~85 tokens). That common head is run once, for
+        one row, and copied to every row's cache; only the rest of each prompt is run
+        batched, left-padded after the head. Positions count real tokens only, so each row
+        sees exactly what a prefill of its whole prompt would have computed."""
+        import torch
+
+        from malt_lake.backends.kv_cache import repeat_rows
+
+        device, pad = self.device, self.tokenizer.pad_token_id
+        head = _common_head(prompts) if len(prompts) > 1 else 0
+        if head < MIN_SHARED_HEAD:
+            head = 0
+        else:
+            self.model(input_ids=torch.tensor([prompts[0][:head]], device=device),
+                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+        rests = [p[head:] for p in prompts]
+        width = max(len(r) for r in rests)
+        if head:
+            repeat_rows(cache, len(prompts), width)
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
+        mask = torch.tensor([[1] * head + [0] * (width - len(r)) + [1] * len(r) for r in rests],
+                            device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out, mask
+
     def close(self) -> None:
         self.model = None
+
+
+def _common_head(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one of its own (the prefill
+    must end on a token of the prompt itself to give its next-token logits)."""
+    first, shortest = prompts[0], min(len(p) for p in prompts)
+    head = 0
+    while head < shortest - 1 and all(p[head] == first[head] for p in prompts):
+        head += 1
+    return head
 
 
 def _batch_seed(seed: int, request_ids: list[str]) -> int:
