@@ -77,3 +77,33 @@ def test_share_prefix_runs_once_right_after_the_prefill():
     share_prefix(cache, 2)
     with pytest.raises(RuntimeError, match="once"):
         share_prefix(cache, 2)
+
+
+def test_step_bias_is_reused_only_for_the_same_mask():
+    """Layers of one step share the mask object and its bias; another mask of the same shape
+    (the next step after a compaction, say) or no mask gets its own."""
+    generator = torch.Generator().manual_seed(1)
+    width, lengths = 5, [5, 3, 4]
+    prefix_k = torch.randn(PROMPTS, KV_HEADS, width, DIM, generator=generator)
+    prefix_v = torch.randn(PROMPTS, KV_HEADS, width, DIM, generator=generator)
+    cache = reserved_cache(reserve=4)
+    cache.update(prefix_k, prefix_v, 0)
+    share_prefix(cache, N)
+    new_k = torch.randn(PROMPTS * N, KV_HEADS, 1, DIM, generator=generator)
+    key, value = cache.update(new_k, new_k.clone(), 0)
+    full_k = torch.cat([prefix_k.repeat_interleave(N, dim=0), new_k], 2)
+    full_v = torch.cat([prefix_v.repeat_interleave(N, dim=0), new_k], 2)
+    query = torch.randn(PROMPTS * N, KV_HEADS * GROUP, 1, DIM, generator=generator)
+    padded = _padding_mask([n for n in lengths for _ in range(N)], width, 1)
+    unpadded = torch.ones_like(padded)
+
+
+    def check(mask):
+        got, _ = decode_attention(MODULE, query, key, value, mask)
+        want, _ = decode_attention(MODULE, query, full_k, full_v, mask)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+    for mask in [padded, padded, unpadded, None, padded]:
+        check(mask)
+    check(padded.clone())  # a mask that is gone by the next call: no mask must not reuse it
+    check(None)

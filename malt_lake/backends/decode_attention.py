@@ -12,6 +12,8 @@ generated part per row, and one softmax spans both.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -54,33 +56,65 @@ def _shared_prefix_attention(query: torch.Tensor, key: SharedPrefix, value: Shar
     stacked = _to_prompts(q, key)                                        # (P, KVH, n*G, D)
     prefix_scores = torch.matmul(stacked, key.prefix.transpose(-1, -2))  # (P, KVH, n*G, Lp)
     suffix_scores = torch.matmul(q, key.suffix.transpose(-1, -2))        # (B, KVH, G, cap)
-    width = prefix_len + key.length                                      # real positions
-    scores = torch.empty((batch, kv_heads, group, prefix_len + suffix_scores.shape[-1]),
+    capacity = suffix_scores.shape[-1]
+    scores = torch.empty((batch, kv_heads, group, prefix_len + capacity),
                          dtype=torch.float32, device=query.device)
     _to_rows(prefix_scores, key, out=scores[..., :prefix_len])
     scores[..., prefix_len:] = suffix_scores
-    scores.mul_(_scale(scaling, dim))
-    scores[..., width:] = float("-inf")                                  # unfilled buffer
-    if attention_mask is not None:
-        _masked(scores[..., :width], attention_mask, in_place=True)
-    probs = torch.softmax(scores, dim=-1).to(value.suffix.dtype)
-    prefix_out = torch.matmul(_to_prompts(probs[..., :prefix_len], key), value.prefix)
-    out = torch.matmul(probs[..., prefix_len:], value.suffix)           # (B, KVH, G, D)
-    out += _to_rows(prefix_out, key)
+    # scale, then -inf at padding and at the unfilled tail of the suffix buffer: one pass
+    # with a bias built once per decode step (every layer gets the same mask)
+    scores.mul_(_scale(scaling, dim)).add_(_step_bias(attention_mask, batch, prefix_len,
+                                                      key.length, capacity, query.device))
+    probs = torch.softmax(scores, dim=-1)
+    # the two parts go to bf16 as separate contiguous tensors: a batched matmul would copy
+    # a slice of one whole tensor (rows spaced wider than their length) anyway
+    suffix_probs = probs[..., prefix_len:].to(value.suffix.dtype)
+    out = torch.matmul(suffix_probs, value.suffix)                       # (B, KVH, G, D)
+    prefix_out = torch.matmul(_to_prompts(probs[..., :prefix_len], key, value.prefix.dtype),
+                              value.prefix)                              # (P, KVH, n*G, D)
+    _add_rows(prefix_out, key, out)
     return out.reshape(batch, heads, 1, dim).transpose(1, 2), None
 
 
-def _to_prompts(rows: torch.Tensor, key: SharedPrefix) -> torch.Tensor:
-    """(B, KVH, G, X) per row → (P, KVH, n*G, X) per prompt (finished samples' slots are
-    zeros, and only ever reach their own output rows, which ``_to_rows`` drops)."""
+# the additive mask of the current decode step: built by the first layer, reused by the
+# others, which get the same mask object; (weak ref to that mask or None, shape, bias)
+_step_bias_memo: tuple[weakref.ref | None, tuple, torch.Tensor] | None = None
+
+
+def _step_bias(attention_mask: torch.Tensor | None, batch: int, prefix_len: int,
+               length: int, capacity: int, device: torch.device) -> torch.Tensor:
+    """(B, 1, 1, Lp + capacity): 0 where a row attends, -inf at its padding and at the
+    suffix buffer's positions past ``length``."""
+    global _step_bias_memo
+    shape = (batch, prefix_len, length, capacity, device)
+    memo = _step_bias_memo
+    if memo is not None and memo[1] == shape:
+        ref = memo[0]
+        if (attention_mask is None and ref is None) or (
+                attention_mask is not None and ref is not None and ref() is attention_mask):
+            return memo[2]
+    bias = torch.zeros((batch, 1, 1, prefix_len + capacity), dtype=torch.float32,
+                       device=device)
+    bias[..., prefix_len + length:] = float("-inf")
+    _masked(bias[..., :prefix_len + length], attention_mask, in_place=True)
+    ref = weakref.ref(attention_mask) if attention_mask is not None else None
+    _step_bias_memo = (ref, shape, bias)
+    return bias
+
+
+def _to_prompts(rows: torch.Tensor, key: SharedPrefix,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(B, KVH, G, X) per row → (P, KVH, n*G, X) per prompt, in ``dtype`` (finished samples'
+    slots are zeros, and only ever reach their own output rows, which ``_to_rows`` drops)."""
     _, kv_heads, group, width = rows.shape
     prompts, n = key.prefix.shape[0], key.n
+    dtype = dtype or rows.dtype
     if key.complete:
-        grid = rows.new_empty((prompts, kv_heads, n, group, width))
+        grid = rows.new_empty((prompts, kv_heads, n, group, width), dtype=dtype)
         grid.transpose(1, 2).copy_(rows.view(prompts, n, kv_heads, group, width))
     else:
-        grid = rows.new_zeros((prompts, kv_heads, n, group, width))
-        grid.transpose(1, 2)[key.prompt_of, key.sample_of] = rows
+        grid = rows.new_zeros((prompts, kv_heads, n, group, width), dtype=dtype)
+        grid.transpose(1, 2)[key.prompt_of, key.sample_of] = rows.to(dtype)
     return grid.view(prompts, kv_heads, n * group, width)
 
 
@@ -98,6 +132,17 @@ def _to_rows(stacked: torch.Tensor, key: SharedPrefix,
         out = stacked.new_empty((prompts * n, kv_heads, group, width))
     out.view(prompts, n, kv_heads, group, width).copy_(per_sample)
     return out
+
+
+def _add_rows(stacked: torch.Tensor, key: SharedPrefix, out: torch.Tensor) -> None:
+    """``out += _to_rows(stacked)`` without the intermediate copy when every row is live."""
+    if not key.complete:
+        out += _to_rows(stacked, key)
+        return
+    prompts, kv_heads, stacked_group, width = stacked.shape
+    n, group = key.n, stacked_group // key.n
+    per_sample = stacked.view(prompts, kv_heads, n, group, width).transpose(1, 2)
+    out.view(prompts, n, kv_heads, group, width).add_(per_sample)
 
 
 def _masked(scores: torch.Tensor, attention_mask: torch.Tensor | None,
