@@ -6,8 +6,9 @@ batches that span many prompts of a tree level, sorted by length so padding stay
 (3) drops finished rows from the batch and the cache, so short answers stop costing,
 (4) writes each step's keys and values in place (``kv_cache``), (5) keeps each prompt's keys
 and values once for its n samples instead of n copies, (6) attends one query token with
-small matmuls instead of the CPU flash kernel (``decode_attention``) and (7) samples by
-inverse CDF in a reused workspace (``sampling``).
+small matmuls instead of the CPU flash kernel (``decode_attention``), (7) samples by
+inverse CDF in a reused workspace (``sampling``) and (8) prefills the template head that
+every prompt of a batch starts with once, for one row (``_prefill``).
 """
 
 from __future__ import annotations
