@@ -27,6 +27,8 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     ``derived`` adds the views over views (nodes, analytics); ``tables`` limits the views to
     those tables (registering an empty Arrow table imports pandas, ~0.3 s in a fresh
     process, which a statement that reads three written tables need not pay)."""
+    if tables is not None and derived:
+        raise ValueError("derived views read every table; pass derived=False with tables")
     con = duckdb.connect(":memory:")
     con.execute("set enable_progress_bar = false")
     # bounded memory on a shared box: DuckDB spills to disk past this
@@ -34,8 +36,6 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
                 {"limit": os.environ.get("MALT_DUCKDB_MEMORY_LIMIT", "2GB")})
     con.execute("set variable lake_root = $root", {"root": str(lake.tables_dir)})
     every = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
-    if tables is not None and derived:
-        raise ValueError("derived views read every table; pass derived=False with tables")
     for table, schema in every.items():
         if tables is not None and table not in tables:
             continue
