@@ -97,7 +97,6 @@ def test_step_bias_is_reused_only_for_the_same_mask():
     padded = _padding_mask([n for n in lengths for _ in range(N)], width, 1)
     unpadded = torch.ones_like(padded)
 
-
     def check(mask):
         got, _ = decode_attention(MODULE, query, key, value, mask)
         want, _ = decode_attention(MODULE, query, full_k, full_v, mask)
