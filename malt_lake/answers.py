@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
 
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 2``), brace-matched.
@@ -29,3 +32,46 @@ def last_boxed(text: str) -> str | None:
             if depth == 0:
                 return rest[1:index]
     return None
+
+
+BOX_TOKEN_RE = re.compile(r"\\(?:boxed|fbox)(?:\{| (?=\S))|[{}]")
+
+
+class Boxed(NamedTuple):
+    """One ``\\boxed`` answer: where it starts, its content, and whether it visibly ended."""
+
+    start: int
+    content: str
+    closed: bool
+
+
+def boxed_answers(text: str) -> list[Boxed]:
+    """Every non-empty ``\\boxed{...}`` / ``\\fbox{...}`` whose braces close, in text order.
+
+    One pass with a brace stack, so a degenerate output full of unclosed boxes stays linear.
+    A box whose braces never close (a text cut mid-answer) is left out. The brace-less form
+    ``\\boxed 2`` runs to the next ``$`` or newline; it is ``closed`` only if one follows, so
+    a truncated text cannot end on a half-written number that counts.
+    """
+    found: list[Boxed] = []
+    opened: list[tuple[int, int] | None] = []  # per open brace: (box start, content start)
+    for token in BOX_TOKEN_RE.finditer(text or ""):
+        kind = token.group()
+        if kind == "{":
+            opened.append(None)
+        elif kind == "}":
+            box = opened.pop() if opened else None
+            if box is not None:
+                found.append(Boxed(box[0], text[box[1]:token.start()].strip(), True))
+        elif kind.endswith("{"):
+            opened.append((token.start(), token.end()))
+        else:
+            found.append(_spaced(text, token.start(), token.end()))
+    return sorted((b for b in found if b.content), key=lambda b: b.start)
+
+
+def _spaced(text: str, start: int, content_start: int) -> Boxed:
+    """``\\boxed 2$``: the content up to ``$`` or a newline, closed if one of them follows."""
+    ends = [i for i in (text.find("$", content_start), text.find("\n", content_start)) if i >= 0]
+    end = min(ends) if ends else len(text)
+    return Boxed(start, text[content_start:end].strip(), bool(ends))

@@ -70,3 +70,26 @@ CHOICES = [{"label": "A", "text": "bank"}, {"label": "B", "text": "library"},
 def test_choice_checker_reads_letters_and_option_text(text, reward, pred):
     result = check(checker_for("mcq"), text, "B", CHOICES)
     assert (result.reward, result.pred_answer) == (reward, pred)
+
+
+@pytest.mark.parametrize("family,text,gold,choices,truncated,pred,reward", [
+    ("numeric", "6 + 12 = 18\nFinal Answer: 18 (6 + 12)", "18", None, False, "18", 1),
+    ("numeric", "9 * 2 = 18\nFinal Answer: 18 dollars for 2 weeks", "18", None, False, "18", 1),
+    ("numeric", "She has 6 + 12 = 18 marbles, and then", "18", None, True, None, 0),
+    ("numeric", "6 + 12 = 18\nFinal Answer: 18\nTo check", "18", None, True, "18", 1),
+    ("mcq", "The answer is a library", "B", CHOICES, False, "B", 1),
+    ("mcq", "A library lends books, but a bank", "B", CHOICES, True, None, 0),
+    ("math", "So $x = \\boxed{3}$.\nWait, it is $\\boxed{4", "4", None, True, "3", 0),
+])
+def test_the_answer_the_model_stated_is_read(family, text, gold, choices, truncated, pred,
+                                             reward):
+    result = check(checker_for(family), text, gold, choices, truncated=truncated)
+    assert (result.pred_answer, result.parse_ok, result.reward) == (pred, pred is not None,
+                                                                    reward)
+
+
+def test_numeric_equality_is_exact():
+    numeric = checker_for("numeric")
+    assert not numeric.equivalent("1450001", "1450000")
+    assert numeric.equivalent("7.0", "7") and numeric.equivalent("1/2", "0.5")
+    assert check(numeric, "Final Answer: 1,450,001", "1450000").reward == 0

@@ -1,26 +1,33 @@
-"""MATH answers: the last ``\\boxed{}``, equivalence by the ``math-verify`` library."""
+"""MATH answers: the last complete ``\\boxed{}``, equivalence by the ``math-verify`` library.
+
+Without a box, the "Final Answer:" segment counts (its first ``$...$`` if it has one). In a
+truncated text only a box whose braces close or a "Final Answer:" line a newline ends count.
+"""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from malt_lake.answers import last_boxed
+from malt_lake.answers import boxed_answers
 from malt_lake.rewards.base import final_answer_segment
 
 TIMEOUT_S = 5  # per parse and per verify; math-verify enforces it
+INLINE_MATH_RE = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]")
 
 
 class MathChecker:
     name = "math"
 
-    def extract(self, text: str | None, choices: list[dict] | None = None) -> str | None:
+    def extract(self, text: str | None, choices: list[dict] | None = None, *,
+                truncated: bool = False) -> str | None:
         if not text:
             return None
-        boxed = last_boxed(text)
-        if boxed is not None and boxed.strip():
-            return boxed.strip()
-        segment = final_answer_segment(text)
-        return segment.strip().strip("$").rstrip(".").strip() if segment else None
+        boxes = [b for b in boxed_answers(text) if b.closed or not truncated]
+        if boxes:
+            return boxes[-1].content
+        segment = final_answer_segment(text, truncated=truncated)
+        return _stated(segment) if segment else None
 
     def equivalent(self, pred: str, gold: str) -> bool:
         if _squash(pred) == _squash(gold):
@@ -38,6 +45,15 @@ def _parse(answer: str) -> tuple:  # a tuple to be cacheable; verify() wants a l
     from math_verify import parse
 
     return tuple(parse(f"\\boxed{{{answer}}}", parsing_timeout=TIMEOUT_S))
+
+
+def _stated(segment: str) -> str | None:
+    """A "Final Answer:" line's math: ``is $\\frac{1}{2}$. I hope it is correct.`` -> the
+    ``\\frac{1}{2}`` (its first inline math, else the line less ``$`` and a final period)."""
+    inline = INLINE_MATH_RE.search(segment)
+    if inline:
+        segment = next(group for group in inline.groups() if group is not None)
+    return segment.strip().strip("$").rstrip(".").strip() or None
 
 
 def _squash(text: str) -> str:

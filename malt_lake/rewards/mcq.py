@@ -1,58 +1,98 @@
-"""Multiple choice (CommonsenseQA): the chosen letter, or the option text the model wrote."""
+"""Multiple choice (CommonsenseQA): the chosen letter, or the option text the model wrote.
+
+A letter is an uppercase one ("B", "(B)", "B) text", "option B"), or a lowercase one only in an
+unambiguous form ("(b)", "b)", a segment that is just "b"): in "the answer is a library" the
+"a" is an article, and the answer is the option whose text is "library".
+"""
 
 from __future__ import annotations
 
 import re
 
-from malt_lake.answers import last_boxed
-from malt_lake.rewards.base import final_answer_segment
+from malt_lake.rewards.base import markers
 
-LETTER_PATTERNS = [
-    re.compile(r"^\(?([A-Z])\)?(?:[.):]|\s|$)"),                     # "B", "(B)", "B) text"
-    re.compile(r"\banswer\s+is\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE),
-    re.compile(r"\b(?:option|choice)\s*\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE),
-]
+UPPER_LEAD_RE = re.compile(r"^\(?([A-Z])\)?(?=[.):,]|\s|$)")        # "B", "(B)", "B) text"
+LOWER_LEAD_RE = re.compile(r"^(?:\(([a-z])\)|([a-z])\)|([a-z])[.:]?$)")  # "(b)", "b)", "b"
+PAREN_LETTER_RE = re.compile(r"\(([A-Za-z])\)")                        # "I pick (b) library"
+OPTION_RE = re.compile(r"\b(?i:option|choice)(?:\s+(?i:is))?\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])")
+TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
+SENTENCE_END_RE = re.compile(r"(?<=[.!?;])\s")
+COMPLETE_KINDS = ("final", "hashes_letter", "boxed")
+ALL_KINDS = (*COMPLETE_KINDS, "answer_is")
 
 
 class ChoiceChecker:
     name = "mcq"
 
-    def extract(self, text: str | None, choices: list[dict] | None = None) -> str | None:
+    def extract(self, text: str | None, choices: list[dict] | None = None, *,
+                truncated: bool = False) -> str | None:
         if not text:
             return None
         labels = [c["label"] for c in choices] if choices else [chr(65 + i) for i in range(5)]
-        for segment in (final_answer_segment(text), last_boxed(text)):
-            if segment:
-                found = _letter(segment, labels) or _option_text(segment, choices)
-                if found:
-                    return found
-        for match in reversed(list(LETTER_PATTERNS[1].finditer(text))):
-            if match.group(1).upper() in labels:
-                return match.group(1).upper()
-        return _option_text(text.strip().splitlines()[-1], choices) if text.strip() else None
+        kinds = COMPLETE_KINDS if truncated else ALL_KINDS  # "the answer is" may be mid-thought
+        for marker in reversed(markers(text, kinds, truncated=truncated)):
+            found = _resolve(marker.segment, labels, choices)
+            if found:
+                return found
+        if truncated or not text.strip():  # no option text from the body of a cut text
+            return None
+        return _resolve(text.strip().splitlines()[-1], labels, choices)
 
     def equivalent(self, pred: str, gold: str) -> bool:
         return pred.strip().upper() == gold.strip().upper()
 
 
-def _letter(segment: str, labels: list[str]) -> str | None:
-    segment = segment.strip().strip("*").strip()
-    for pattern in LETTER_PATTERNS:
-        match = pattern.search(segment)
-        if match and match.group(1).upper() in labels:
-            return match.group(1).upper()
+def _resolve(segment: str, labels: list[str], choices: list[dict] | None) -> str | None:
+    """The label a segment names: by letter first, else by option text."""
+    segment = _clean(segment)
+    return _letter(segment, labels, choices) or _option_text(segment, choices)
+
+
+def _clean(segment: str) -> str:
+    segment = TEXT_RE.sub(r"\1", segment)
+    return segment.strip().strip("*$\"'`").strip()
+
+
+def _letter(segment: str, labels: list[str], choices: list[dict] | None) -> str | None:
+    lead = UPPER_LEAD_RE.match(segment)
+    if lead and lead[1] in labels and not _article(segment, lead, choices):
+        return lead[1]
+    lower = LOWER_LEAD_RE.match(segment)
+    if lower:
+        letter = next(g for g in lower.groups() if g is not None).upper()
+        if letter in labels:
+            return letter
+    for pattern in (PAREN_LETTER_RE, OPTION_RE):
+        for match in pattern.finditer(segment):
+            if match[1].upper() in labels:
+                return match[1].upper()
     return None
 
 
+def _article(segment: str, lead: re.Match[str], choices: list[dict] | None) -> bool:
+    """In "A library" a bare leading "A" before the text of another option is an article."""
+    if lead[0] != "A" or not segment[lead.end():lead.end() + 1].isspace():
+        return False
+    named = _option_text(segment[lead.end():], choices)
+    return named is not None and named != "A"
+
+
 def _option_text(segment: str, choices: list[dict] | None) -> str | None:
-    """The one choice whose text appears in ``segment`` (longest wins; ambiguous = None)."""
+    """The option whose text the segment's first sentence names first (a text inside a longer
+    named one, "bank" in "river bank", does not count); two options with one text = None."""
     if not choices:
         return None
-    lowered = segment.lower()
-    hits = [c for c in choices if c["text"].strip() and
-            re.search(rf"\b{re.escape(c['text'].strip().lower())}\b", lowered)]
-    if not hits:
+    lowered = SENTENCE_END_RE.split(segment.lower(), maxsplit=1)[0]
+    spans = []
+    for choice in choices:
+        option = choice["text"].strip().lower()
+        hit = re.search(rf"\b{re.escape(option)}\b", lowered) if option else None
+        if hit:
+            spans.append((hit.start(), hit.end(), choice["label"]))
+    spans = [s for s in spans
+             if not any(o[0] <= s[0] and s[1] <= o[1] and o[:2] != s[:2] for o in spans)]
+    if not spans:
         return None
-    longest = max(len(c["text"]) for c in hits)
-    best = [c for c in hits if len(c["text"]) == longest]
-    return best[0]["label"] if len(best) == 1 else None
+    first = min(s[0] for s in spans)
+    labels = {s[2] for s in spans if s[0] == first}
+    return labels.pop() if len(labels) == 1 else None
