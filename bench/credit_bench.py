@@ -1,11 +1,22 @@
-"""Credit assignment benchmark: the DuckDB SQL path vs plain Python, same formulas.
+"""Credit benchmark: the window-form credit statement vs the group-by form and the I/O bound.
 
-Builds N synthetic questions x 27 leaves as one lake partition, then, each in its own
-process (so peak memory is its own): the SQL path (``compute_credit`` streamed to a Parquet
-partition, exactly what the credit asset runs) on all N; and both paths on a subset for a
-side-by-side rows/s ratio, checked equal on a sample of nodes. The SQL side also times its
-statement alone, counted instead of written (after its peak memory is read), to show how
-much of its time is the Parquet write.
+Builds synthetic trees (N questions x 27 leaves) as one lake partition, then runs three
+statements over it, each in its own process (so peak memory is its own) and each through the
+same harness the credit asset uses (a DuckDB connection over the lake's views, the statement
+streamed to a zstd Parquet file by ``sql/credit/write.sql``):
+
+- ``window``: ``sql/credit/verifier_values.sql`` then ``sql/credit/credit.sql``, what the
+  credit asset runs (window aggregations, ``malt_lake.credit.credit_relation``);
+- ``groupby``: ``bench/sql/credit_groupby.sql``, the earlier group-by form (the baseline);
+- ``io_bound``: ``bench/sql/credit_io_bound.sql``, which reads the same leaf rows, critiques and
+  generations and writes as many node rows with the same columns, without aggregating: no
+  credit statement can be faster than reading its input and writing its output.
+
+It prints, per partition, the seconds of each (best of ``--repeat`` runs) and the two ratios
+that matter: ``window_over_groupby`` (target: at most 1.25) and ``window_over_io_bound``, in
+wall time and in CPU time of the same runs (``cpu_*``, steadier on a busy machine). The
+window and group-by outputs are checked equal, node by node: every node at the ``--subset``
+size, a hashed sample of about one node in ``--sample-every`` at the ``--questions`` size.
 
     .venv/bin/python bench/credit_bench.py --questions 1000000 --subset 100000
 """
@@ -15,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import random
 import resource
 import sys
 import tempfile
@@ -24,17 +34,27 @@ from pathlib import Path
 from queue import Empty
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from malt_lake.credit import _credit_relation, compute_credit_to_lake
+from malt_lake.credit import credit_relation
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
+from malt_lake.query import connect
+from malt_lake.sqlfiles import read_sql
 
 KEY = PartitionKey("bench", "train", 0)
-SYNTHETIC_SQL = (Path(__file__).parent / "sql" / "synthetic_leaves.sql").read_text()
+THETA = 0.5
+TARGET_WINDOW_OVER_GROUPBY = 1.25
+BENCH_SQL = Path(__file__).parent / "sql"
+FORMS = ("groupby", "window", "io_bound")
+INPUT_TABLES = ("generations", "critiques", "leaf_rewards")
+
+
+def statement(form: str) -> str:
+    """The SQL text of a baseline form (the window form is the product's own statements)."""
+    return (BENCH_SQL / f"credit_{form}.sql").read_text()
 
 
 def build(root: Path, questions: int) -> None:
@@ -42,7 +62,8 @@ def build(root: Path, questions: int) -> None:
     lake = Lake(root)
     con = duckdb.connect()
     con.execute("set preserve_insertion_order = false")
-    leaves = con.sql(SYNTHETIC_SQL, params={"questions": questions})
+    leaves = con.sql((BENCH_SQL / "synthetic_leaves.sql").read_text(),
+                     params={"questions": questions})
     leaves.to_table("leaves")
     for table, relation in [
         ("leaf_rewards", con.table("leaves")),
@@ -68,84 +89,42 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def sql_path(root: str, out: mp.Queue) -> None:
-    started = time.perf_counter()
-    rows = compute_credit_to_lake(Lake(root), KEY, 0.5)
-    seconds = time.perf_counter() - started
-    peak = peak_rss_bytes()
-    out.put({"rows": rows, "seconds": seconds, "peak_bytes": peak,
-             "statement_only_seconds": statement_only_seconds(Lake(root))})
+def output_file(root: Path, form: str) -> Path:
+    return root / "bench_out" / f"{form}.parquet"
 
 
-def statement_only_seconds(lake: Lake) -> float:
-    """The credit statement with its result counted, not written: what the SQL path costs
-    before any Parquet is written (a bound on how fast any writer could make it)."""
-    started = time.perf_counter()
-    con, relation = _credit_relation(lake, KEY, 0.5)
+def write_form(root: str, form: str) -> int:
+    """Run one form over the partition and stream its rows to Parquet, as
+    ``compute_credit_to_lake`` does (same views, settings and writer). Returns the rows."""
+    lake, out = Lake(root), output_file(Path(root), form)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    con = connect(lake, derived=False, tables=INPUT_TABLES)
     try:
-        relation.create_view("credit_statement")
-        con.sql("select count(*) from credit_statement").fetchall()
+        con.execute("set preserve_insertion_order = false")
+        if form == "window":  # the product's own two statements
+            relation = credit_relation(con, KEY, THETA)
+        else:
+            relation = con.sql(statement(form), params={"dataset": KEY.dataset,
+                                                        "shard": KEY.shard, "theta": THETA})
+        relation.create_view("credit_result")
+        con.execute(read_sql("credit/write"), {"path": str(out)})
     finally:
         con.close()
-    return time.perf_counter() - started
+    return pq.ParquetFile(out).metadata.num_rows
 
 
-def python_path(root: str, out: mp.Queue) -> None:
-    """The same formulas in plain Python, doing the same job as the SQL path: read the
-    partition's leaves and nodes from Parquet, compute, write the credit Parquet file."""
-    lake = Lake(root)
-    started = time.perf_counter()
-    leaves = pq.read_table(lake.partition_file("leaf_rewards", KEY)).to_pylist()
-    critiques = pq.read_table(lake.partition_file("critiques", KEY)).to_pylist()
-    generations = pq.read_table(lake.partition_file("generations", KEY)).to_pylist()
-    loaded = time.perf_counter()
-    v_acc: dict[str, list] = {}
-    rows = []
-    for leaf in leaves:
-        reward = leaf["reward"]
-        value = None if reward is None else float(reward)
-        rows.append((leaf["question_id"], leaf["r_id"], leaf["v_id"], "refiner", value, 0))
-        if value is not None:
-            acc = v_acc.setdefault(leaf["v_id"], [0.0, 0])
-            acc[0] += value
-            acc[1] += 1
-    g_acc: dict[str, list] = {}
-    for critique in critiques:
-        total, count = v_acc.get(critique["v_id"], (0.0, 0))
-        value = total / count if count else None
-        rows.append((critique["question_id"], critique["v_id"], critique["g_id"], "verifier",
-                     value, count))
-        if value is not None:
-            acc = g_acc.setdefault(critique["g_id"], [0.0, 0])
-            acc[0] += value
-            acc[1] += 1
-    for generation in generations:
-        total, count = g_acc.get(generation["g_id"], (0.0, 0))
-        rows.append((generation["question_id"], generation["g_id"], generation["question_id"],
-                     "generator", total / count if count else None, count))
-    computed = time.perf_counter()
-    columns = list(zip(*rows, strict=True))
-    table = pa.table({
-        "dataset": ["bench"] * len(rows), "shard": ["train.0000"] * len(rows),
-        "question_id": columns[0], "node_id": columns[1], "parent_id": columns[2],
-        "role": columns[3], "value": columns[4],
-        "label": [None if v is None else v > 0.5 for v in columns[4]],
-        "theta": [0.5] * len(rows), "n_children": columns[5],
-    })
-    pq.write_table(table, Path(root) / "python_credit.parquet", compression="zstd")
-    seconds = time.perf_counter() - started
-    values = {r[1]: (r[4], r[4] > 0.5, r[5]) for r in rows}
-    sample = random.Random(0).sample(sorted(values), 2000)
-    out.put({"rows": len(rows), "seconds": seconds,
-             "compute_only_seconds": computed - loaded,
-             "peak_bytes": peak_rss_bytes(),
-             "sample": {k: values[k] for k in sample}})
+def timed_form(root: str, form: str, out: mp.Queue) -> None:
+    """Child process body: one timed run of one form."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    rows = write_form(root, form)
+    out.put({"rows": rows, "seconds": time.perf_counter() - started,
+             "cpu_seconds": time.process_time() - cpu_started, "peak_bytes": peak_rss_bytes()})
 
 
-def measure(target, root: Path) -> dict:
+def measure(root: Path, form: str) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(str(root), queue))
+    proc = ctx.Process(target=timed_form, args=(str(root), form, queue))
     proc.start()
     while True:  # get before join: a child blocks on exit until its queued result is read
         try:
@@ -153,60 +132,76 @@ def measure(target, root: Path) -> dict:
             break
         except Empty:
             if not proc.is_alive():
-                raise SystemExit(f"{target.__name__} failed (exit {proc.exitcode})") from None
+                raise SystemExit(f"{form} failed (exit {proc.exitcode})") from None
     proc.join()
     return result
 
 
-def sample_matches(root: Path, sample: dict) -> int:
-    got = {r[0]: r[1:] for r in duckdb.sql(
-        "select node_id, value, label, n_children from read_parquet($p) "
-        "where node_id in (select unnest($ids))",
-        params={"p": str(Lake(root).partition_file("credit", KEY)), "ids": list(sample)},
-    ).fetchall()}
-    bad = [k for k, (v, label, n) in sample.items()
-           if k not in got or abs(got[k][0] - v) > 1e-9 or got[k][1] != label
-           or got[k][2] != n]
-    if bad:
-        raise SystemExit(f"SQL and Python disagree on {len(bad)} sampled nodes, e.g. {bad[0]}")
-    return len(sample)
+def compare(root: Path, every: int) -> dict:
+    """Window vs group-by output, node by node (a hashed 1-in-``every`` sample)."""
+    con = duckdb.connect()
+    try:
+        rows = con.sql((BENCH_SQL / "compare_credit.sql").read_text(), params={
+            "left": str(output_file(root, "window")), "right": str(output_file(root, "groupby")),
+            "every": every}).fetchall()
+    finally:
+        con.close()
+    compared, unmatched, different, example = rows[0]
+    if unmatched or different:
+        raise SystemExit(f"window and group-by forms disagree: {unmatched} unmatched and "
+                         f"{different} different nodes of {compared}, e.g. {example}")
+    return {"nodes_checked_equal": compared, "checked_every": every}
+
+
+def side_by_side(root: Path, questions: int, repeat: int, every: int) -> dict:
+    """Build one partition, time every form ``repeat`` times (interleaved), keep each form's
+    best run, check the window and group-by outputs agree."""
+    build(root, questions)
+    runs: dict[str, list[dict]] = {form: [] for form in FORMS}
+    for _ in range(repeat):
+        for form in FORMS:
+            runs[form].append(measure(root, form))
+    best = {form: min(results, key=lambda r: r["seconds"]) for form, results in runs.items()}
+    rows = {form: r["rows"] for form, r in best.items()}
+    if len(set(rows.values())) != 1:
+        raise SystemExit(f"the forms wrote different row counts: {rows}")
+    seconds = {form: r["seconds"] for form, r in best.items()}
+    window_over_groupby = seconds["window"] / seconds["groupby"]
+    return {
+        "questions": questions, "leaves": questions * 27, "nodes": rows["window"],
+        "seconds": seconds,
+        "window_over_groupby": window_over_groupby,
+        "window_over_groupby_target": TARGET_WINDOW_OVER_GROUPBY,
+        "window_within_target": window_over_groupby <= TARGET_WINDOW_OVER_GROUPBY,
+        "window_over_io_bound": seconds["window"] / seconds["io_bound"],
+        "groupby_over_io_bound": seconds["groupby"] / seconds["io_bound"],
+        "window_nodes_per_s": rows["window"] / seconds["window"],
+        # CPU seconds of the same runs (all DuckDB threads): steadier than wall time on a
+        # shared machine, where the wall-time ratios above can swing
+        "cpu_seconds": {form: r["cpu_seconds"] for form, r in best.items()},
+        "cpu_window_over_groupby": best["window"]["cpu_seconds"] / best["groupby"]["cpu_seconds"],
+        "cpu_window_over_io_bound": (best["window"]["cpu_seconds"]
+                                     / best["io_bound"]["cpu_seconds"]),
+        "peak_gib": {form: r["peak_bytes"] / 2**30 for form, r in best.items()},
+        "runs_per_form": repeat,
+        **compare(root, every),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=1_000_000)
-    parser.add_argument("--subset", type=int, default=100_000)
+    parser.add_argument("--subset", type=int, default=100_000,
+                        help="a smaller partition on which every node is checked equal")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per form; best one kept")
+    parser.add_argument("--sample-every", type=int, default=1000,
+                        help="check one node in this many at the --questions size")
     args = parser.parse_args()
     report = {}
     with tempfile.TemporaryDirectory(prefix="credit-bench-") as tmp:
-        small, full = Path(tmp) / "small", Path(tmp) / "full"
-        build(small, args.subset)
-        sql_small = measure(sql_path, small)
-        py_small = measure(python_path, small)
-        checked = sample_matches(small, py_small.pop("sample"))
-        report["side_by_side"] = {
-            "questions": args.subset, "nodes": sql_small["rows"],
-            "sql_rows_per_s": sql_small["rows"] / sql_small["seconds"],
-            "python_rows_per_s": py_small["rows"] / py_small["seconds"],
-            "sql_seconds": sql_small["seconds"], "python_seconds": py_small["seconds"],
-            "ratio_sql_over_python": py_small["seconds"] / sql_small["seconds"],
-            "sql_statement_only_seconds": sql_small["statement_only_seconds"],
-            "ratio_if_writing_were_free": (py_small["seconds"]
-                                           / sql_small["statement_only_seconds"]),
-            "python_compute_only_seconds": py_small["compute_only_seconds"],
-            "sample_nodes_checked_equal": checked,
-            "sql_peak_gib": sql_small["peak_bytes"] / 2**30,
-            "python_peak_gib": py_small["peak_bytes"] / 2**30,
-        }
-        build(full, args.questions)
-        sql_full = measure(sql_path, full)
-        report["sql_full"] = {
-            "questions": args.questions, "leaves": args.questions * 27,
-            "nodes": sql_full["rows"], "seconds": sql_full["seconds"],
-            "statement_only_seconds": sql_full["statement_only_seconds"],
-            "rows_per_s": sql_full["rows"] / sql_full["seconds"],
-            "peak_gib": sql_full["peak_bytes"] / 2**30,
-        }
+        report["subset"] = side_by_side(Path(tmp) / "subset", args.subset, args.repeat, 1)
+        report["full"] = side_by_side(Path(tmp) / "full", args.questions, args.repeat,
+                                      args.sample_every)
     print(json.dumps(report, indent=2))
 
 

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from malt_lake.errors import ConfigError, LakeError
+from malt_lake.errors import ConfigError, LakeError, StaleLineage
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
 from malt_lake.query import connect
@@ -40,10 +40,21 @@ def _credit_relation(lake: Lake, key: PartitionKey, theta: float
     """The credit statement for one partition, checked and bound (caller closes the con)."""
     theta = validate_theta(theta)
     _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
-    con = connect(lake, derived=False, tables=("generations", "critiques", "leaf_rewards"))
-    return con, con.sql(read_sql("credit/credit"), params={
-        "dataset": key.dataset, "shard": key.shard, "theta": theta,
-    })
+    con = connect(lake, derived=False, tables=CREDIT_INPUTS)
+    return con, credit_relation(con, key, theta)
+
+
+CREDIT_INPUTS = ("generations", "critiques", "leaf_rewards")
+
+
+def credit_relation(con: duckdb.DuckDBPyConnection, key: PartitionKey,
+                    theta: float) -> duckdb.DuckDBPyRelation:
+    """The two credit statements on a connection with the input views: the verifier level
+    is written to a temp table (``sql/credit/verifier_values.sql``), then the node rows are a
+    relation over it (``sql/credit/credit.sql``)."""
+    partition = {"dataset": key.dataset, "shard": key.shard}
+    con.execute(read_sql("credit/verifier_values"), partition)
+    return con.sql(read_sql("credit/credit"), params={**partition, "theta": theta})
 
 
 def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
@@ -55,9 +66,15 @@ def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
         con.close()
 
 
-def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float) -> int:
+def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float, *,
+                           check_lineage: bool = True) -> int:
     """Compute and write the partition's credit; DuckDB writes the Parquet itself, so memory
-    stays bounded at any partition size. Returns the number of node rows written."""
+    stays bounded at any partition size. Returns the number of node rows written. Refuses a
+    partition whose tables do not belong to one tree (``require_fresh_lineage``) unless
+    ``check_lineage`` is off (the benchmark's synthetic trees carry no fingerprints)."""
+    theta = validate_theta(theta)  # a bad theta is named first, whatever the lake holds
+    if check_lineage:
+        require_fresh_lineage(lake, key)
     con, relation = _credit_relation(lake, key, theta)
     try:
         con.execute("set preserve_insertion_order = false")
@@ -71,7 +88,9 @@ def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float) -> int:
 
 
 def role_datasets(lake: Lake, key: PartitionKey) -> dict[str, pa.Table]:
-    """SFT positives and DPO sibling pairs of every role, from the partition's credit."""
+    """SFT positives and DPO sibling pairs of every role, from the partition's credit. Leaves
+    out the noise ``role_dataset_drops`` counts: a positive whose exact text a negative
+    sibling also wrote, and a pair whose chosen and rejected texts are equal."""
     _require(lake, key, ["credit"])
     con = connect(lake)
     params = {"dataset": key.dataset, "shard": key.shard}
@@ -88,6 +107,19 @@ def role_datasets(lake: Lake, key: PartitionKey) -> dict[str, pa.Table]:
         con.close()
 
 
+def role_dataset_drops(lake: Lake, key: PartitionKey) -> pa.Table:
+    """Per role (one row each): the SFT positives and the DPO pairs ``role_datasets`` left
+    out of the partition because a positive and a negative sibling wrote the same text
+    (columns ``sft_dropped_equal_text``, ``dpo_dropped_equal_text``), so the UI shows them."""
+    _require(lake, key, ["credit"])
+    con = connect(lake)
+    try:
+        return con.sql(read_sql("roles/dropped"), params={
+            "dataset": key.dataset, "shard": key.shard}).to_arrow_table()
+    finally:
+        con.close()
+
+
 def _require(lake: Lake, key: PartitionKey, tables: list[str]) -> None:
     missing = [t for t in tables if not lake.partition_file(t, key).exists()]
     if missing:
@@ -95,7 +127,25 @@ def _require(lake: Lake, key: PartitionKey, tables: list[str]) -> None:
                         f"{' and '.join(f'`{m}`' for m in missing)} for it first")
 
 
+def require_fresh_lineage(lake: Lake, key: PartitionKey) -> None:
+    """Raise if any row of the partition's tree was made for a parent that changed since
+    (e.g. critiques rematerialized without refinements): credit over it would be silently
+    wrong. Names the tables to rematerialize."""
+    _require(lake, key, ["questions", "generations", "critiques", "refinements",
+                         "leaf_rewards"])
+    stale = check_partition(lake, key, "lineage")
+    if stale.num_rows:
+        tables = sorted(set(stale.column("table_name").to_pylist()))
+        first = stale.slice(0, 1).to_pylist()[0]
+        raise StaleLineage(
+            f"partition {key}: {stale.num_rows} row(s) of {', '.join(tables)} were made for "
+            f"parents that changed since (e.g. {first['table_name']} {first['node_id']}: "
+            f"{first['problem']}); rematerialize {', '.join(f'`{t}`' for t in tables)} and "
+            "what follows them before credit")
+
+
 CHECKS = {
+    "lineage": "checks/lineage",
     "tree_completeness": "checks/tree_completeness",
     "credit_consistency": "checks/credit_consistency",
     "dpo_pairs": "checks/dpo_pairs",

@@ -17,6 +17,10 @@ class LakeError(MaltLakeError):
     """The lake cannot be read or written as asked (bad partition key, path escape...)."""
 
 
+class StaleLineage(LakeError):
+    """A partition's tables do not form one tree: a parent changed under its children."""
+
+
 class QueryRefused(MaltLakeError):
     """A SQL statement the read-only query surface will not run."""
 

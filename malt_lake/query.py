@@ -16,7 +16,7 @@ from malt_lake.sqlfiles import read_sql
 # Views over other views, created after the table views (order matters).
 DERIVED_VIEWS = ["views/nodes"]
 ANALYTICS_VIEWS = ["analytics/accuracy_by_turn", "analytics/flips", "analytics/positive_rate",
-                   "analytics/pairs_per_role"]
+                   "analytics/pairs_per_role", "analytics/truncation"]
 READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
@@ -33,7 +33,7 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     con.execute("set enable_progress_bar = false")
     # bounded memory on a shared box: DuckDB spills to disk past this
     con.execute("set memory_limit = $limit",
-                {"limit": os.environ.get("MALT_DUCKDB_MEMORY_LIMIT", "2GB")})
+                {"limit": os.environ.get("MALT_DUCKDB_MEMORY_LIMIT", "4GB")})
     con.execute("set variable lake_root = $root", {"root": str(lake.tables_dir)})
     every = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
     for table, schema in every.items():

@@ -1,7 +1,8 @@
 -- DPO pairs of one role ($role) for one partition: every positive with every negative among
 -- the children of one parent (siblings share the prompt), as TRL's conversational
 -- prompt/chosen/rejected. Windows count each parent's positives and negatives, so parents
--- without both are dropped before the self-join.
+-- without both are dropped before the self-join. A pair whose chosen and rejected texts are
+-- equal teaches nothing (and is noise) and is left out (sql/roles/dropped.sql counts these).
 with
 cte_labeled as (
     select n.dataset, n.shard, n.question_id, n.node_id, n.parent_id, n.prompt, n.text,
@@ -26,4 +27,5 @@ select pos.dataset, pos.shard, pos.question_id, pos.parent_id,
 from cte_siblings as pos
 join cte_siblings as neg on neg.parent_id = pos.parent_id and not neg.label
 where pos.label
+  and pos.text <> neg.text
 order by pos.node_id, neg.node_id
