@@ -118,35 +118,111 @@ def fake_tree_lake(lake, instance):
     return lake, resources
 
 
-def test_refiner_sft_then_dpo_from_lake_tables_to_manifest(fake_tree_lake, instance):
+@pytest.fixture
+def dpo_logs(monkeypatch) -> list[list[dict]]:
+    """TRL's log history of every DPO stage trained in the test (the manifest keeps only the
+    loss; TRL also logs each step's implicit rewards): a spy subclass of DPOTrainer that
+    changes nothing in training."""
+    import trl
+
+    logs: list[list[dict]] = []
+
+    class SpyDPOTrainer(trl.DPOTrainer):
+        def train(self, *args, **kwargs):
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                logs.append([dict(h) for h in self.state.log_history])
+
+    monkeypatch.setattr(trl, "DPOTrainer", SpyDPOTrainer)
+    return logs
+
+
+def _completion_logprob(model, tokenizer, prompt: list[dict], answer: list[dict]) -> float:
+    """Summed log-probability of ``answer``'s tokens after ``prompt`` (chat template)."""
+    head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                         return_dict=False)
+    full = tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=False)
+    assert full[:len(head)] == head
+    ids = torch.tensor([full])
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, :-1].float()
+    token_logps = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[:, 0]
+    return token_logps[len(head) - 1:].sum().item()
+
+
+def _sft_minus_base_logprobs(sft_dir, pairs: list[dict]) -> list[float]:
+    """log p_SFT(chosen) - log p_base(chosen) for each distinct chosen answer of ``pairs``:
+    what DPO's step-1 chosen reward (over beta) would be if its reference were the bare base."""
+    from peft import PeftModel
+
+    from malt_lake.backends.transformers_backend import resolve_model
+    from malt_lake.training.trainer import load_base
+
+    base, tokenizer = load_base(resolve_model("embedded")[1], "float32")
+    model = PeftModel.from_pretrained(base, sft_dir).eval()
+    distinct = {json.dumps([p["prompt"], p["chosen"]]): p for p in pairs}.values()
+    shifts = []
+    for pair in distinct:
+        tuned = _completion_logprob(model, tokenizer, pair["prompt"], pair["chosen"])
+        with model.disable_adapter():
+            bare = _completion_logprob(model, tokenizer, pair["prompt"], pair["chosen"])
+        shifts.append(tuned - bare)
+    return shifts
+
+
+def test_refiner_sft_then_dpo_from_lake_tables_to_manifest(fake_tree_lake, instance, dpo_logs):
+    from safetensors.torch import load_file
+
     lake, resources = fake_tree_lake
     sizes = {r["role"]: r for r in
              run_read_only(lake, "select * from pairs_per_role").to_pylist()}
     result = dg.materialize(ALL_ASSETS, selection=["refiner_adapter"], instance=instance,
-                            resources=resources,
+                            resources=resources, partition_key="arith",
                             run_config={"ops": {"refiner_adapter": {"config": {"max_steps": 2}}}})
     assert result.success
-    directory = AdapterStore(lake.root).current("refiner")
+    directory = AdapterStore(lake.root, "arith").current("refiner")
     manifest = json.loads((directory / "manifest.json").read_text())
     assert manifest["role"] == "refiner" and manifest["theta"] == [0.5]
     assert manifest["data"]["sft"]["rows"] == sizes["refiner"]["sft_examples"]
     assert manifest["data"]["dpo"]["rows"] == sizes["refiner"]["dpo_pairs"]
     sft, dpo = manifest["stages"]["sft"], manifest["stages"]["dpo"]
     assert sft["steps"] == 2 and dpo["steps"] == 2
-    # DPO's first step compares the policy with its reference before any update: when the
-    # reference is the SFT adapter (not the bare base) the two agree and the loss is ln 2.
-    assert dpo["loss_history"][0][1] == pytest.approx(math.log(2), abs=1e-4)
     assert (directory / "adapter_model.safetensors").is_file()
-    assert (directory / "stages" / "sft" / "adapter_model.safetensors").is_file()
+    sft_dir = directory / "stages" / "sft"
+    assert (sft_dir / "adapter_model.safetensors").is_file()
     assert not (directory / "ref").exists()  # only the trained adapter is kept
+
+    # The SFT stage moved the adapter: LoRA's B matrices start at zero.
+    sft_weights = load_file(sft_dir / "adapter_model.safetensors")
+    lora_b = [v for k, v in sft_weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
+    # ... by enough to show in DPO's rewards: with the bare base as reference, step 1's chosen
+    # reward would be about beta * (log p_SFT - log p_base) averaged over the batch's chosen
+    # answers. SFT raised every chosen answer (they are its positives) by far more than the
+    # 1e-3 tolerance on the rewards below, whichever pairs the first batch draws.
+    beta = manifest["recipe"]["roles"]["refiner"]["dpo"]["beta"]
+    pairs = run_read_only(lake, "select prompt, chosen from dpo_refiner").to_pylist()
+    shifts = _sft_minus_base_logprobs(sft_dir, pairs)
+    assert beta * min(shifts) > 0.05, shifts
+    # DPO's first step compares the policy with its reference before any update: when the
+    # reference is the SFT adapter (not the bare base) the two agree, so the implicit rewards
+    # are 0 and the loss is ln 2.
+    assert len(dpo_logs) == 1
+    first = next(h for h in dpo_logs[0] if h.get("step") == 1 and "loss" in h)
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-3)
+    assert first["rewards/rejected"] == pytest.approx(0.0, abs=1e-3)
+    assert dpo["loss_history"][0][0] == 1 and first["loss"] == dpo["loss_history"][0][1]
+    assert dpo["loss_history"][0][1] == pytest.approx(math.log(2), abs=1e-4)
     meta = result.asset_materializations_for_node("refiner_adapter")[0].metadata
     assert meta["status"].value == "trained" and "| step | loss |" in meta["dpo_loss_curve"].value
 
     again = dg.materialize(ALL_ASSETS, selection=["refiner_adapter"], instance=instance,
-                           resources=resources,
+                           resources=resources, partition_key="arith",
                            run_config={"ops": {"refiner_adapter": {"config": {"max_steps": 2}}}})
     meta = again.asset_materializations_for_node("refiner_adapter")[0].metadata
     assert meta["status"].value == "reused" and meta["version"].value == manifest["version"]
+    assert len(dpo_logs) == 1  # reused: nothing trained again
 
 
 def test_a_role_with_too_few_rows_is_skipped_with_a_reason(fake_tree_lake, instance, tmp_path):
@@ -154,21 +230,23 @@ def test_a_role_with_too_few_rows_is_skipped_with_a_reason(fake_tree_lake, insta
     recipe = tmp_path / "strict.toml"
     recipe.write_text('base_model = "embedded"\n[sft]\nmin_rows = 100000\n')
     result = dg.materialize(ALL_ASSETS, selection=["generator_adapter"], instance=instance,
+                            partition_key="arith",
                             resources=resources, run_config={"ops": {"generator_adapter": {
                                 "config": {"recipe": str(recipe)}}}})
     assert result.success
     meta = result.asset_materializations_for_node("generator_adapter")[0].metadata
     assert meta["status"].value == "skipped" and "min_rows" in meta["reason"].value
-    assert AdapterStore(lake.root).current("generator") is None
+    assert AdapterStore(lake.root, "arith").current("generator") is None
 
 
 def test_recipe_for_another_base_model_is_refused_before_training(fake_tree_lake, instance):
     lake, resources = fake_tree_lake
     resources = {**resources, "backend": BackendResource(kind="transformers", model="embedded")}
     result = dg.materialize(ALL_ASSETS, selection=["generator_adapter"], instance=instance,
+                            partition_key="arith",
                             resources=resources, raise_on_error=False, run_config={"ops": {
                                 "generator_adapter": {"config": {"recipe": "gpu-qwen2.5-1.5b"}}}})
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "adapters must match the served model" in str(failure.step_failure_data.error)
-    assert AdapterStore(lake.root).current("generator") is None
+    assert AdapterStore(lake.root, "arith").current("generator") is None

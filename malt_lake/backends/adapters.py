@@ -1,9 +1,13 @@
 """LoRA adapters on one in-memory base model, switched per request group.
 
-The active adapter is merged into the base weights (W + s·BA) so decoding costs what the base
-model costs; peft's unmerged forward adds two small matmuls to every targeted linear, which
-made adapter decoding ~1.45x slower here. Switching back restores the saved base weights
-exactly (unmerging by subtraction would leave bf16 rounding in the base).
+On float32 weights the active adapter is merged into them (W + s·BA), so decoding costs what
+the base model costs; peft's unmerged forward adds two small matmuls to every targeted linear,
+which made adapter decoding ~1.45x slower here. On bf16/fp16 weights a merge is not exact: a
+delta below half a unit in the last place of a weight rounds away, and a few DPO steps make
+exactly such deltas, so the merged model would be the base model. There the adapter runs
+unmerged (peft computes s·B(Ax) in the adapter's float32 and adds it to each layer's output).
+Switching back restores the saved base weights exactly (unmerging by subtraction would leave
+rounding in the base). ``backend.merged_adapter`` names the adapter in effect, merged or not.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def check_adapter_dir(path: str, base_model_id: str) -> Path:
 
 
 def activate_adapter(backend: Any, adapter: str | None) -> Any:
-    """Return the model with ``adapter`` merged in (None: the plain base model)."""
+    """Return the model with ``adapter`` in effect (None: the plain base model)."""
     from peft import PeftModel
 
     model = backend.model
@@ -59,12 +63,22 @@ def activate_adapter(backend: Any, adapter: str | None) -> Any:
     elif name not in model.peft_config:
         model.load_adapter(directory, adapter_name=name, is_trainable=False)
     model.base_model.enable_adapter_layers()
-    model.set_adapter(name)
-    _save_base(model, backend)
-    model.merge_adapter()
+    model.set_adapter(name, inference_mode=True)
+    if merge_is_exact(model):
+        _save_base(model, backend)
+        model.merge_adapter()
     backend.merged_adapter = name
     backend.adapters[name] = str(directory)
     return model
+
+
+def merge_is_exact(model: Any) -> bool:
+    """Whether merging keeps small LoRA deltas: float32 (or wider) weights do, to ~1e-7 of
+    each weight; bf16 keeps ~3 significant digits and fp16 ~3.3, too few."""
+    import torch
+
+    return all(layer.get_base_layer().weight.dtype in (torch.float32, torch.float64)
+               for layer in _lora_layers(model).values())
 
 
 def _lora_layers(model: Any) -> dict[str, Any]:

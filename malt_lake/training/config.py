@@ -49,7 +49,8 @@ class StageSettings:
     batch_size: int = field(default=4, metadata={"help": "Examples per device per step."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     max_length: int = field(default=512, metadata={"help": "Tokens per example (prompt + "
-                                                   "completion); longer ones are truncated."})
+                                                   "completion); longer ones are dropped, counted "
+                                                   "in the manifest, never cut."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Share of steps warming up."})
     beta: float = field(default=0.2, metadata={"help": "DPO: KL strength (paper: 0.2). "
                                                "Ignored by SFT."})

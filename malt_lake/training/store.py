@@ -1,4 +1,5 @@
-"""Adapters on disk: ``<warehouse>/adapters/<role>/<version>/`` plus a ``CURRENT`` pointer.
+"""Adapters on disk: ``<warehouse>/adapters/<dataset>/<role>/<version>/`` plus a ``CURRENT``
+pointer per dataset and role (each benchmark has its own adapter set, as in the paper).
 
 A version is built in a temp directory (weights, stage adapters, loss plot, and the manifest
 last) and renamed into place, so every visible version directory is complete. ``CURRENT`` is
@@ -28,8 +29,11 @@ POINTER = "CURRENT"
 
 
 class AdapterStore:
-    def __init__(self, warehouse_root: str | Path) -> None:
-        self.root = (Path(warehouse_root).expanduser().resolve() / "adapters")
+    """One dataset's adapters (every role, every version)."""
+
+    def __init__(self, warehouse_root: str | Path, dataset: str) -> None:
+        self.dataset = check_name(dataset, "dataset")
+        self.root = Path(warehouse_root).expanduser().resolve() / "adapters" / self.dataset
 
     def role_dir(self, role: str) -> Path:
         return self._inside(self.root / check_name(role, "role"))

@@ -29,6 +29,7 @@ class StageResult:
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     train_runtime_s: float = 0.0
     tokens: int = 0               # tokens the trainer consumed (TRL's num_tokens)
+    dropped_too_long: int = 0     # rows left out because TRL would have cut them at max_length
 
     @property
     def final_loss(self) -> float | None:
@@ -42,17 +43,27 @@ class StageResult:
         return {"stage": self.stage, "rows": self.rows, "steps": self.steps,
                 "loss_history": self.loss_history, "final_loss": self.final_loss,
                 "train_runtime_s": round(self.train_runtime_s, 3), "tokens": self.tokens,
-                "tokens_per_s": round(self.tokens_per_s, 2)}
+                "tokens_per_s": round(self.tokens_per_s, 2),
+                "dropped_too_long": self.dropped_too_long}
+
+
+def load_tokenizer(source: str | Path):
+    """The base model's tokenizer alone (no remote code): enough to measure rows before the
+    weights are loaded."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_base(source: str | Path, dtype: str):
     """The base model and tokenizer, safetensors only, no remote code."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)
     return model, tokenizer
