@@ -32,17 +32,19 @@ def materialize(
     select: Annotated[str, typer.Option(
         help="Comma-separated asset names or aliases: expansion (G, V, R), cheap (credit + "
              "role datasets), role_datasets, tree (everything after questions), adapters "
-             "(the three LoRA adapters), evaluation.")],
+             "(the three LoRA adapters of a dataset), evaluation.")],
     partition: Annotated[list[str] | None, typer.Option(
         help="Shard partition(s), e.g. arith.train.0000 (repeatable).")] = None,
     all_train: Annotated[bool, typer.Option(
         "--all-train", help="Every registered partition of a 'train' split.")] = False,
     dataset: Annotated[list[str] | None, typer.Option(
-        help="Dataset(s) to evaluate (repeatable); default every configured one.")] = None,
+        help="Dataset(s) whose adapters to train or evaluate (repeatable); default every "
+             "configured one.")] = None,
     theta: Annotated[float | None, typer.Option(help="Credit threshold in (0, 1).")] = None,
     n: Annotated[int | None, typer.Option(help="Branching factor for G, V and R.")] = None,
     max_tokens: Annotated[int | None, typer.Option(
-        help="Most new tokens per sample (expansion and evaluation).")] = None,
+        help="Most new tokens per sample for every role (expansion and evaluation); default "
+             "the dataset's token budgets.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     batch_prompts: Annotated[int | None, typer.Option(
         help="Parents per checkpointed batch.")] = None,
@@ -56,9 +58,12 @@ def materialize(
         "--force-train", help="Retrain adapters even if identical ones exist.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Evaluation seeds.")] = None,
     eval_limit: Annotated[int | None, typer.Option(
-        help="Evaluate only the first N held-out questions.")] = None,
+        help="Held-out questions per seed: a random subset drawn anew for each seed.")] = None,
+    pool: Annotated[bool, typer.Option(
+        "--pool", help="Train each adapter on every dataset's role data (pooled) instead of "
+                       "its own dataset's.")] = False,
 ) -> None:
-    """Materialize assets: shard assets per --partition, adapters once, evaluation per
+    """Materialize assets: shard assets per --partition, adapters and evaluation per
     dataset. E.g. credit with another theta: --select cheap --partition ... --theta 0.7."""
     selection = runner.expand_selection([s.strip() for s in select.split(",") if s.strip()])
     if theta is not None:
@@ -69,7 +74,8 @@ def materialize(
                        batch_prompts=batch_prompts, adapter=adapter)
     config = runner.run_config_for(
         theta, overrides, selection,
-        train=_given(recipe=recipe, max_steps=train_steps, force=force_train or None),
+        train=_given(recipe=recipe, max_steps=train_steps, force=force_train or None,
+                     pool=pool or None),
         evaluation=_given(seeds=seeds, limit=eval_limit, max_tokens=max_tokens,
                           temperature=temperature))
     groups: dict[str | None, list[str]] = {}
@@ -120,7 +126,8 @@ def demo(
         help="Training shards to expand (16 questions each).")] = 1,
     seeds: Annotated[int, typer.Option(help="Evaluation seeds (mean ± std).")] = 2,
     eval_limit: Annotated[int | None, typer.Option(
-        help="Evaluate only the first N held-out questions (0: all).")] = 12,
+        help="Held-out questions per seed, a random subset drawn anew for each seed "
+             "(0: all).")] = 12,
     train_steps: Annotated[int | None, typer.Option(
         help="Cap every training stage at this many steps (default: the recipe's).")] = None,
     rounds: Annotated[int, typer.Option(
@@ -143,6 +150,7 @@ def demo(
         console.print(f"\n[bold]Held-out accuracy, round {result.index}[/bold] "
                       f"({result.warehouse})")
         print_frame(_summary_frame(result.summaries[DEMO_DATASET]), limit=10)
+    _print_truncation(results[-1].warehouse)
     report = results[-1].warehouse / "reports" / f"eval-{DEMO_DATASET}.md"
     console.print(
         f"\nDone in {time.perf_counter() - started:.0f}s.\n"
@@ -216,6 +224,22 @@ def _print_tree_analytics(lake) -> None:
     ]:
         console.print(f"\n[bold]{title}[/bold]")
         print_frame(pl.from_arrow(run_read_only(lake, query)), limit=50)
+
+
+def _print_truncation(warehouse) -> None:
+    """One line per stage: how many samples hit their token budget (scored only on a complete
+    explicit answer marker), then the per-role table."""
+    import polars as pl
+
+    from malt_lake.lake import Lake
+
+    table = pl.from_arrow(run_read_only(Lake(warehouse), "select * from truncation"))
+    console.print("\n[bold]Truncation[/bold] (samples that hit their token budget)")
+    for stage in table.get_column("stage").unique(maintain_order=True).to_list():
+        part = table.filter(pl.col("stage") == stage)
+        share = part["truncated"].sum() / max(part["samples"].sum(), 1)
+        roles = ", ".join(f"{r['role']} {r['truncation_rate']:.0%}" for r in part.to_dicts())
+        console.print(f"  {stage}: {share:.1%} of {part['samples'].sum()} samples ({roles})")
 
 
 def _first_question(lake, train: list[str]) -> str:

@@ -13,10 +13,12 @@ from malt_lake.credit import (
     DEFAULT_THETA,
     check_partition,
     compute_credit_to_lake,
+    role_dataset_drops,
     role_datasets,
     value_histogram,
 )
 from malt_lake.lake import partition_lock
+from malt_lake.lineage import data_version_of
 from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
 from malt_lake.schemas import DPO_TABLES, SFT_TABLES
@@ -46,18 +48,37 @@ def generation_rewards(context: dg.AssetExecutionContext,
     with partition_lock(the_lake, "generation_rewards", key):
         table = score_generations(the_lake, key)
         path = the_lake.write_partition("generation_rewards", key, table)
-    return dg.MaterializeResult(metadata=_reward_metadata(table, path))
+    return dg.MaterializeResult(metadata=_reward_metadata(table, path),
+                                data_version=dg.DataVersion(data_version_of(table)))
+
+
+LINEAGE_CHECK = dg.AssetCheckSpec(
+    "lineage", asset="leaf_rewards", blocking=True,
+    description="every row of the tree was made for its parent's current content (no stale "
+                "subtree after a parent was regenerated); failing blocks credit")
 
 
 @dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=["refinements", "questions"], kinds={"parquet"})
-def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+          deps=["refinements", "questions"], kinds={"parquet"}, check_specs=[LINEAGE_CHECK])
+def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource):
     """Binary reward of every refinement: its final answer equals the ground truth."""
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
     with partition_lock(the_lake, "leaf_rewards", key):
         table = score_leaves(the_lake, key)
         path = the_lake.write_partition("leaf_rewards", key, table)
-    return dg.MaterializeResult(metadata=_reward_metadata(table, path))
+    yield dg.MaterializeResult(metadata=_reward_metadata(table, path),
+                               data_version=dg.DataVersion(data_version_of(table)))
+    yield _lineage_result(the_lake, key)
+
+
+def _lineage_result(the_lake, key: PartitionKey) -> dg.AssetCheckResult:
+    stale = check_partition(the_lake, key, "lineage")
+    return dg.AssetCheckResult(
+        check_name="lineage", passed=stale.num_rows == 0,
+        metadata={"stale_rows": stale.num_rows,
+                  "examples": dg.MetadataValue.md(to_markdown(stale.slice(0, 5))
+                                                  if stale.num_rows else "none"),
+                  "sql": dg.MetadataValue.path(str(sql_path("checks/lineage")))})
 
 
 class CreditConfig(dg.Config):
@@ -66,10 +87,11 @@ class CreditConfig(dg.Config):
     theta: float = Field(default=DEFAULT_THETA, description="Threshold in (0, 1); paper: 0.5.")
 
 
+# blocking: role datasets of a run are not built from credit that fails them
 CREDIT_CHECKS = [
-    dg.AssetCheckSpec("tree_completeness", asset="credit",
+    dg.AssetCheckSpec("tree_completeness", asset="credit", blocking=True,
                       description="every node has n children or a recorded failure"),
-    dg.AssetCheckSpec("credit_consistency", asset="credit",
+    dg.AssetCheckSpec("credit_consistency", asset="credit", blocking=True,
                       description="unique node ids, values in [0, 1], labels = value > theta"),
 ]
 
@@ -118,14 +140,18 @@ DPO_CHECKS = [dg.AssetCheckSpec("pairs_are_siblings", asset=name,
 
 @dg.multi_asset(specs=ROLE_SPECS, check_specs=DPO_CHECKS, can_subset=False)
 def role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
-    """SFT and DPO datasets of every role for one partition, from its credit rows."""
+    """SFT and DPO datasets of every role for one partition, from its credit rows; each
+    table's metadata counts the rows left out as same-text noise (``dropped_equal_text``)."""
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
     with partition_lock(the_lake, "role_datasets", key):
         tables = role_datasets(the_lake, key)
+        drops = {row["role"]: row for row in role_dataset_drops(the_lake, key).to_pylist()}
         paths = {name: the_lake.write_partition(name, key, t) for name, t in tables.items()}
     for name, table in tables.items():
+        role, kind = (SFT_TABLES[name], "sft") if name in SFT_TABLES else (DPO_TABLES[name], "dpo")
         yield dg.MaterializeResult(asset_key=name, metadata={
             "dagster/row_count": table.num_rows,
+            "dropped_equal_text": drops[role][f"{kind}_dropped_equal_text"],
             "theta": table.column("theta")[0].as_py() if table.num_rows else None,
             "path": dg.MetadataValue.path(str(paths[name])),
             "sql": dg.MetadataValue.path(str(sql_path(

@@ -17,4 +17,8 @@ ALL_ASSETS = [
     evaluation,
 ]
 
-defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_for_env())
+# in-process runs: the steps of a run share one process, so the backend resource's engine (the
+# model, on a GPU its memory) is created once per run and shared by G, V and R; independent
+# partitions still run in parallel as separate runs
+defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_for_env(),
+                      executor=dg.in_process_executor)

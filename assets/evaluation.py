@@ -8,8 +8,10 @@ from pydantic import Field
 
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
-from malt_lake.evaluate import EvalSettings, evaluate, scores, summary
+from malt_lake.evaluate import ROLES, EvalSettings, evaluate, scores, summary
 from malt_lake.lake import partition_lock
+from malt_lake.markdown import to_markdown
+from malt_lake.query import fetch
 from malt_lake.report import inline_image, summary_markdown, write_report
 from malt_lake.sqlfiles import sql_path
 from malt_lake.training.store import AdapterStore
@@ -21,12 +23,15 @@ class EvalConfig(dg.Config):
     seeds: int = Field(default=4, description="Repeats; accuracy is mean ± std over them.")
     votes: int = Field(default=3, description="Chains per question for majority vote.")
     temperature: float = Field(default=0.3, description="Sampling temperature.")
-    max_tokens: int = Field(default=256, description="Most new tokens per turn.")
-    limit: int | None = Field(default=None, description="Only the first N held-out questions.")
+    max_tokens: int | None = Field(default=None, description="Most new tokens per turn for "
+                                   "every role; None = the dataset's token budgets.")
+    limit: int | None = Field(default=None, description="Questions per seed, a random subset "
+                              "drawn anew per seed (stratified by subject/level where known); "
+                              "None = the whole held-out split.")
 
 
 @dg.asset(group_name="evaluate", partitions_def=dataset_partitions,
-          deps=["generator_adapter", "verifier_adapter", "refiner_adapter",
+          deps=["generator_adapter", "verifier_adapter", "refiner_adapter",  # same dataset
                 dg.AssetDep("questions", partition_mapping=dg.AllPartitionMapping())],
           kinds={"parquet", "llm"})
 def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
@@ -35,27 +40,27 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
     dataset = context.partition_key
     spec = project.settings().dataset(dataset)
     the_lake = lake.lake()
-    adapters = AdapterStore(the_lake.root).current_paths(("generator", "verifier", "refiner"))
+    adapters = AdapterStore(the_lake.root, dataset).current_paths(ROLES)
     untrained = [role for role, path in adapters.items() if path is None]
     if untrained:
-        context.log.warning(f"no adapter for {', '.join(untrained)}: MALT runs those roles "
-                            "on the base model")
+        context.log.warning(f"no {dataset} adapter for {', '.join(untrained)}: MALT runs "
+                            "those roles on the base model")
     settings = EvalSettings(**config.model_dump())
+    budgets = spec.budgets()
     with partition_lock(the_lake, f"evaluation.{dataset}"):
-        model = backend.build()
-        try:
-            predictions = evaluate(the_lake, model, dataset, spec.eval_split, adapters,
-                                   settings, log=context.log.info)
-        finally:
-            model.close()
+        predictions = evaluate(the_lake, backend.engine(), dataset, spec.eval_split, adapters,
+                               settings, budgets, log=context.log.info)
         the_lake.write_dataset_table("eval_predictions", dataset, predictions)
         the_lake.write_dataset_table("eval_scores", dataset, scores(the_lake, dataset))
     table = summary(the_lake, dataset)
+    truncation = fetch(the_lake, "evaluation/truncation", {"dataset": dataset},
+                       derived=True)
     report, chart, _ = write_report(the_lake.root / "reports", dataset, table, {
         "model": predictions.column("model")[0].as_py(),
-        "adapters": adapters, "questions": predictions.num_rows // (6 * settings.seeds),
-        **settings.model_dump()})
+        "adapters": adapters, "questions_per_seed": predictions.num_rows // (6 * settings.seeds),
+        "token_budgets": budgets.model_dump(), **settings.model_dump()})
     return dg.MaterializeResult(metadata={
+        "truncation": dg.MetadataValue.md(to_markdown(truncation)),
         "dagster/row_count": predictions.num_rows,
         "results": dg.MetadataValue.md(summary_markdown(table)),
         "chart": dg.MetadataValue.md(inline_image(chart)),

@@ -8,9 +8,10 @@ import polars as pl
 from pydantic import Field
 
 from assets.partitions import shard_partitions
-from assets.resources import BackendResource, LakeResource
+from assets.resources import BackendResource, LakeResource, ProjectResource
 from malt_lake.expand import ROLE_TABLE, RoleSettings, expand
 from malt_lake.lake import partition_lock
+from malt_lake.lineage import data_version_of
 from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
 
@@ -21,34 +22,37 @@ class ExpandConfig(dg.Config):
     n: int = Field(default=3, description="Samples per parent (branching factor).")
     temperature: float = Field(default=0.3, description="Sampling temperature.")
     top_p: float = Field(default=1.0, description="Nucleus sampling mass.")
-    max_tokens: int = Field(default=256, description="Most new tokens per sample.")
+    max_tokens: int | None = Field(default=None, description="Most new tokens per sample; "
+                                   "None = the dataset's token budget for this role.")
     seed: int = Field(default=0, description="Base seed, recorded on every row.")
     batch_prompts: int = Field(default=64, description="Parents per checkpointed batch.")
     adapter: str | None = Field(default=None, description="LoRA adapter dir; None = base.")
 
 
 def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
-            lake: LakeResource, backend: BackendResource) -> dg.MaterializeResult:
+            lake: LakeResource, project: ProjectResource,
+            backend: BackendResource) -> dg.MaterializeResult:
     key = PartitionKey.parse(context.partition_key)
     the_lake = lake.lake()
     table_name = ROLE_TABLE[role]
+    budgets = project.settings().dataset(key.dataset).budgets()
+    settings = RoleSettings(**config.model_dump()).with_budget(budgets, role)
     with partition_lock(the_lake, table_name, key):
-        model = backend.build()
-        try:
-            table = expand(the_lake, key, role, model, RoleSettings(**config.model_dump()),
-                           log=context.log.info)
-        finally:
-            model.close()
+        table = expand(the_lake, key, role, backend.engine(), settings, log=context.log.info)
     rows = table.to_pylist()
     failed = sum(1 for r in rows if r["error"] is not None)
     unparsed = sum(1 for r in rows if r["error"] is None and not r["parse_ok"])
+    truncated = sum(1 for r in rows if r["finish_reason"] == "length")
     tokens = sum(r["n_tokens"] for r in rows)
     sample = table.select(["prompt", "text", "pred_answer"]).slice(0, 3).to_pylist()
     preview = [{"text": r["text"], "pred_answer": r["pred_answer"]} for r in sample]
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(data_version_of(table)), metadata={
         "dagster/row_count": table.num_rows,
         "failed_samples": failed,
         "unparsed_samples": unparsed,
+        "truncated_samples": truncated,
+        "truncation_rate": truncated / len(rows) if rows else 0.0,
+        "max_tokens": settings.max_tokens,
         "completion_tokens": tokens,
         "model": rows[0]["model"] if rows else "",
         "path": dg.MetadataValue.path(str(the_lake.partition_file(table_name, key))),
@@ -60,22 +64,22 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=["questions"],
           kinds={"parquet", "llm"})
 def generations(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
-                backend: BackendResource) -> dg.MaterializeResult:
+                project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n generator answers per question."""
-    return _expand(context, "generator", config, lake, backend)
+    return _expand(context, "generator", config, lake, project, backend)
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[generations],
           kinds={"parquet", "llm"})
 def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
-              backend: BackendResource) -> dg.MaterializeResult:
+              project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n verifier critiques per generator answer."""
-    return _expand(context, "verifier", config, lake, backend)
+    return _expand(context, "verifier", config, lake, project, backend)
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[critiques],
           kinds={"parquet", "llm"})
 def refinements(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
-                backend: BackendResource) -> dg.MaterializeResult:
+                project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n refiner final answers per critique: the leaves of the tree."""
-    return _expand(context, "refiner", config, lake, backend)
+    return _expand(context, "refiner", config, lake, project, backend)

@@ -1,10 +1,11 @@
 """The whole graph in order, as the demo and ``malt-lake rounds`` run it.
 
 One round: questions → G/V/R trees of the training shards → rewards, credit, role datasets →
-three adapters → evaluation on the held-out split. Round i+1 (the paper's future work) lives
-in its own lake, ``<warehouse>/rounds/round-<i+1>/``, and expands its trees with round i's
-adapters (G with G's, V with V's, R with R's); its adapters are fresh LoRAs on the base model
-trained on the new trees, and it has its own evaluation table.
+three adapters per dataset → evaluation on each dataset's held-out split with its own
+adapters. Round i+1 (the paper's future work) lives in its own lake,
+``<warehouse>/rounds/round-<i+1>/``, and expands each dataset's trees with round i's adapters
+of that dataset (G with G's, V with V's, R with R's); its adapters are fresh LoRAs on the base
+model trained on the new trees, and it has its own evaluation table.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class RoundPlan:
     train_partitions: list[str]
     datasets: list[str]
     n: int = 3
-    max_tokens: int = 128
+    max_tokens: int | None = 128  # None: each dataset's token budgets
     theta: float = 0.5
     seeds: int = 2
     eval_limit: int | None = None
@@ -40,11 +41,14 @@ class RoundPlan:
     recipe: str | None = None
 
 
+Adapters = dict[str, dict[str, str | None]]  # dataset -> role -> adapter dir (or None)
+
+
 @dataclass
 class RoundResult:
     index: int
     warehouse: Path
-    adapters: dict[str, str | None]
+    adapters: Adapters
     summaries: dict[str, pa.Table] = field(default_factory=dict)
 
 
@@ -68,29 +72,36 @@ def ingest(warehouse: Path | None, datasets: list[str] | None, say: Say) -> list
     return keys
 
 
-def run_round(index: int, root: Path, plan: RoundPlan,
-              previous: dict[str, str | None] | None, say: Say) -> RoundResult:
+def run_round(index: int, root: Path, plan: RoundPlan, previous: Adapters | None,
+              say: Say) -> RoundResult:
     warehouse = round_warehouse(root, index)
     if index > 1:
         say(f"[bold]round {index}[/bold]: lake {warehouse}, trees expanded with round "
             f"{index - 1}'s adapters")
         ingest(warehouse, plan.datasets, say)
     tree = runner.expand_selection(["tree"])
-    config = runner.run_config_for(plan.theta, {"n": plan.n, "max_tokens": plan.max_tokens},
-                                   tree, role_adapters=previous)
+    sampling = {k: v for k, v in {"n": plan.n, "max_tokens": plan.max_tokens}.items()
+                if v is not None}
     for key in plan.train_partitions:
-        say(f"[bold]expanding {key}[/bold] (n={plan.n}, max_tokens={plan.max_tokens})")
+        dataset = key.split(".", 1)[0]
+        config = runner.run_config_for(plan.theta, sampling, tree,
+                                       role_adapters=(previous or {}).get(dataset))
+        say(f"[bold]expanding {key}[/bold] (n={plan.n}, max_tokens="
+            f"{plan.max_tokens or 'the dataset budgets'})")
         runner.materialize(tree, key, config, warehouse=warehouse)
     train = {k: v for k, v in {"max_steps": plan.train_steps, "recipe": plan.recipe}.items()
              if v is not None}
-    say("[bold]training adapters[/bold] (G: SFT; V, R: SFT then DPO)")
     adapters = runner.expand_selection(["adapters"])
-    runner.materialize(adapters, None, runner.run_config_for(selection=adapters, train=train),
-                       warehouse=warehouse)
-    result = RoundResult(index, warehouse, AdapterStore(warehouse).current_paths(ROLES))
-    evaluation = {"seeds": plan.seeds, "max_tokens": plan.max_tokens}
-    if plan.eval_limit:
-        evaluation["limit"] = plan.eval_limit
+    for dataset in plan.datasets:
+        say(f"[bold]training {dataset} adapters[/bold] (G: SFT; V, R: SFT then DPO)")
+        runner.materialize(adapters, dataset,
+                           runner.run_config_for(selection=adapters, train=train),
+                           warehouse=warehouse)
+    result = RoundResult(index, warehouse, {
+        dataset: AdapterStore(warehouse, dataset).current_paths(ROLES)
+        for dataset in plan.datasets})
+    evaluation = {k: v for k, v in {"seeds": plan.seeds, "max_tokens": plan.max_tokens,
+                                    "limit": plan.eval_limit}.items() if v is not None}
     for dataset in plan.datasets:
         say(f"[bold]evaluating {dataset}[/bold] on held-out questions ({plan.seeds} seed(s))")
         runner.materialize(["evaluation"], dataset, runner.run_config_for(

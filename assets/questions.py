@@ -9,6 +9,7 @@ from assets.partitions import dataset_partitions, shard_partitions
 from assets.resources import LakeResource, ProjectResource
 from malt_lake.ingest import build_catalog, shard_questions, write_catalog
 from malt_lake.lake import partition_lock
+from malt_lake.lineage import data_version_of
 from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
 from malt_lake.sqlfiles import sql_path
@@ -59,7 +60,7 @@ def questions(
         table = shard_questions(the_lake, project.settings(), key)
         path = the_lake.write_partition("questions", key, table)
     preview = table.select(["question_id", "question", "answer"]).slice(0, 5)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(data_version_of(table)), metadata={
         "dagster/row_count": table.num_rows,
         "path": dg.MetadataValue.path(str(path)),
         "preview": dg.MetadataValue.md(to_markdown(preview)),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from malt_lake.backends import Backend, BackendSettings, build_backend
 from malt_lake.errors import ConfigError
@@ -36,7 +37,9 @@ class ProjectResource(dg.ConfigurableResource):
 
 
 class BackendResource(dg.ConfigurableResource):
-    """The model that expands trees (one instance per run, shared by the roles)."""
+    """The model that expands trees and evaluates: one engine per run, created on first use
+    and shared by every asset of the run (G, V and R load the model once), released when the
+    run ends or when a training step needs the memory (``release``)."""
 
     kind: str = Field(default="transformers", description="transformers | vllm | openai | fake")
     model: str = Field(default="embedded", description="'embedded', a model dir or hub id")
@@ -50,8 +53,35 @@ class BackendResource(dg.ConfigurableResource):
                                max_batch_rows=self.max_batch_rows, base_url=self.base_url,
                                fake_delay_s=self.fake_delay_s)
 
+    _engine: Backend | None = PrivateAttr(default=None)
+
     def build(self) -> Backend:
+        """A new engine (callers that hold it close it); assets use ``engine()``."""
         return build_backend(self.settings())
+
+    def engine(self) -> Backend:
+        """The run's engine, built on first use."""
+        if self._engine is None:
+            self._engine = self.build()
+        return self._engine
+
+    def release(self) -> None:
+        """Close the run's engine and give its memory back (GPU memory included) before a
+        step that needs it, such as training in the same process; the next ``engine()``
+        builds a new one."""
+        if self._engine is None:
+            return
+        engine, self._engine = self._engine, None
+        engine.close()
+        del engine
+        import gc
+
+        gc.collect()
+        if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+            sys.modules["torch"].cuda.empty_cache()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.release()
 
     def check_base_model(self, base_model: str) -> None:
         """Adapters only work on the model they were trained on: the recipe's base must be

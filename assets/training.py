@@ -1,4 +1,6 @@
-"""Adapter assets: one LoRA adapter per role, trained on every partition of its role dataset.
+"""Adapter assets: one LoRA adapter per role and dataset (the paper trains one adapter set per
+benchmark), trained on every train partition of that dataset's role data; ``pool`` trains on
+every configured dataset's rows instead.
 
 No `from __future__ import annotations` here: Dagster inspects the context annotation.
 """
@@ -7,7 +9,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.resources import BackendResource, LakeResource, TrainingResource
+from assets.partitions import dataset_partitions
+from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.markdown import to_markdown
 from malt_lake.training.role import LOSS_PLOT, RoleTraining, train_role
 
@@ -22,16 +25,24 @@ class TrainConfig(dg.Config):
                                   "steps (quick runs); None = the recipe's.")
     force: bool = Field(default=False, description="Retrain even if an adapter of the same "
                         "base model, recipe and rows exists.")
+    pool: bool = Field(default=False, description="Train on the role data of every configured "
+                       "dataset (one pooled adapter, stored as this dataset's) instead of this "
+                       "dataset's alone.")
 
 
 def _train(context: dg.AssetExecutionContext, role: str, config: TrainConfig,
-           lake: LakeResource, training: TrainingResource,
+           lake: LakeResource, project: ProjectResource, training: TrainingResource,
            backend: BackendResource) -> dg.MaterializeResult:
+    dataset = context.partition_key
     recipe = training.recipe(config.recipe, config.max_steps)
     backend.check_base_model(recipe.base_model)
-    result = train_role(lake.lake(), role, recipe, split=config.split, force=config.force,
-                        log=context.log.info)
-    return dg.MaterializeResult(metadata=_metadata(result))
+    backend.release()  # an engine of this run (expansion, evaluation) gives its memory back
+    pooled = [d.name for d in project.settings().datasets] if config.pool else None
+    result = train_role(lake.lake(), role, recipe, dataset=dataset, pooled=pooled,
+                        split=config.split, force=config.force, log=context.log.info)
+    return dg.MaterializeResult(
+        metadata=_metadata(result),
+        data_version=dg.DataVersion(result.version or f"skipped:{result.reason}"))
 
 
 def _metadata(result: RoleTraining) -> dict:
@@ -52,6 +63,7 @@ def _metadata(result: RoleTraining) -> dict:
             meta[f"{name}_status"] = stage
             continue
         meta[f"{name}_rows"] = stage["rows"]
+        meta[f"{name}_dropped_too_long"] = stage.get("dropped_too_long", 0)
         meta[f"{name}_steps"] = stage["steps"]
         meta[f"{name}_final_loss"] = stage["final_loss"]
         meta[f"{name}_tokens_per_s"] = stage["tokens_per_s"]
@@ -61,25 +73,33 @@ def _metadata(result: RoleTraining) -> dict:
     return meta
 
 
-@dg.asset(group_name="train", deps=["sft_generator"], kinds={"pytorch", "peft"})
+def _role_data(*tables: str) -> list[dg.AssetDep]:
+    """Every shard of the role tables (the asset itself reads its dataset's train shards)."""
+    return [dg.AssetDep(t, partition_mapping=dg.AllPartitionMapping()) for t in tables]
+
+
+@dg.asset(group_name="train", partitions_def=dataset_partitions,
+          deps=_role_data("sft_generator"), kinds={"pytorch", "peft"})
 def generator_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                      lake: LakeResource, training: TrainingResource,
+                      lake: LakeResource, project: ProjectResource, training: TrainingResource,
                       backend: BackendResource) -> dg.MaterializeResult:
     """Generator LoRA: SFT on the answers whose value beat θ."""
-    return _train(context, "generator", config, lake, training, backend)
+    return _train(context, "generator", config, lake, project, training, backend)
 
 
-@dg.asset(group_name="train", deps=["sft_verifier", "dpo_verifier"], kinds={"pytorch", "peft"})
+@dg.asset(group_name="train", partitions_def=dataset_partitions,
+          deps=_role_data("sft_verifier", "dpo_verifier"), kinds={"pytorch", "peft"})
 def verifier_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                     lake: LakeResource, training: TrainingResource,
+                     lake: LakeResource, project: ProjectResource, training: TrainingResource,
                      backend: BackendResource) -> dg.MaterializeResult:
     """Verifier LoRA: SFT on positive critiques, then DPO on sibling pairs (ref = SFT)."""
-    return _train(context, "verifier", config, lake, training, backend)
+    return _train(context, "verifier", config, lake, project, training, backend)
 
 
-@dg.asset(group_name="train", deps=["sft_refiner", "dpo_refiner"], kinds={"pytorch", "peft"})
+@dg.asset(group_name="train", partitions_def=dataset_partitions,
+          deps=_role_data("sft_refiner", "dpo_refiner"), kinds={"pytorch", "peft"})
 def refiner_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                    lake: LakeResource, training: TrainingResource,
+                    lake: LakeResource, project: ProjectResource, training: TrainingResource,
                     backend: BackendResource) -> dg.MaterializeResult:
     """Refiner LoRA: SFT on positive refinements, then DPO on sibling pairs (ref = SFT)."""
-    return _train(context, "refiner", config, lake, training, backend)
+    return _train(context, "refiner", config, lake, project, training, backend)

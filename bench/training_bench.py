@@ -57,7 +57,8 @@ def ours(root: Path, steps: int) -> dict:
 
     recipe = load_recipe("cpu-smollm2").with_stages(max_steps=steps)
     started = time.perf_counter()
-    result = train_role(Lake(root), "refiner", recipe, force=True, log=lambda m: None)
+    result = train_role(Lake(root), "refiner", recipe, dataset=KEY.split(".")[0], force=True,
+                        log=lambda m: None)
     wall = time.perf_counter() - started
     stages = result.manifest["stages"]
     return {"wall_s": wall, **{f"{k}_tok_s": v["tokens_per_s"] for k, v in stages.items()},

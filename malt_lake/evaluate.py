@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -26,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from malt_lake import schemas
-from malt_lake.backends import Backend, GenerationRequest, SamplingParams
+from malt_lake.backends import (
+    Backend,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    request_seed,
+)
+from malt_lake.budgets import TokenBudgets
 from malt_lake.errors import LakeError
 from malt_lake.lake import Lake
 from malt_lake.prompts import template
@@ -48,8 +56,11 @@ class EvalSettings(BaseModel):
                        "std over them (paper: several seeds).")
     votes: int = Field(3, ge=1, le=16, description="Parallel chains for majority vote (MV@3).")
     temperature: float = Field(0.3, ge=0.0, le=2.0, description="Sampling temperature.")
-    max_tokens: int = Field(256, ge=1, le=32_768, description="Most new tokens per turn.")
-    limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
+    max_tokens: int | None = Field(None, ge=1, le=32_768, description="Most new tokens per "
+                                   "turn for every role; None = the dataset's token budgets.")
+    limit: int | None = Field(None, ge=1, description="Questions per seed: a random subset "
+                              "drawn anew for each seed (stratified by subject/level where the "
+                              "dataset has them); None = the whole held-out split.")
 
 
 @dataclass(frozen=True)
@@ -58,15 +69,40 @@ class Turn:
     text: str | None
     pred_answer: str | None
     adapter: str | None
+    finish_reason: str | None = None
+    n_prompt_tokens: int = 0
+    n_tokens: int = 0
+    request_seed: int | None = None
 
 
-def heldout_questions(lake: Lake, dataset: str, split: str, limit: int | None) -> list[dict]:
+def heldout_questions(lake: Lake, dataset: str, split: str) -> list[dict]:
     rows = fetch(lake, "evaluation/heldout_questions",
                  {"dataset": dataset, "split": split}).to_pylist()
     if not rows:
         raise LakeError(f"no questions of {dataset!r} split {split!r} in the lake; materialize "
                         f"`questions` for the {dataset}.{split}.* partitions first")
-    return rows[:limit] if limit else rows
+    return rows
+
+
+def sample_questions(questions: Sequence[dict], size: int | None, seed: int,
+                     dataset: str) -> list[dict]:
+    """A seeded random subset of ``size`` questions, stratified by ``stratum`` (proportional
+    allocation, largest remainders); every question when ``size`` is None or covers them.
+    Taking the first N by id instead would skew the mix (MATH dev's first 100 ids are 47%
+    algebra against 30% overall) and give every seed the same questions."""
+    if size is None or size >= len(questions):
+        return list(questions)
+    rng = random.Random(f"heldout|{dataset}|{seed}")
+    strata: dict[str, list[dict]] = {}
+    for q in sorted(questions, key=lambda q: q["question_id"]):
+        strata.setdefault(q.get("stratum") or "", []).append(q)
+    exact = {name: size * len(rows) / len(questions) for name, rows in strata.items()}
+    quota = {name: int(share) for name, share in exact.items()}
+    by_remainder = sorted(strata, key=lambda name: (-(exact[name] - quota[name]), rng.random()))
+    for name in by_remainder[:size - sum(quota.values())]:
+        quota[name] += 1
+    chosen = [q for name, rows in strata.items() for q in rng.sample(rows, quota[name])]
+    return sorted(chosen, key=lambda q: q["question_id"])
 
 
 Chains = dict[str, list[list[Turn]]]  # question_id -> [[G, V, R] turns per chain]
@@ -74,49 +110,41 @@ Chains = dict[str, list[list[Turn]]]  # question_id -> [[G, V, R] turns per chai
 
 def run_chains(backend: Backend, questions: Sequence[dict],
                systems: dict[str, dict[str, str | None]], settings: EvalSettings, seed: int,
-               log: Log) -> dict[str, Chains]:
-    """``votes`` G→V→R chains per question for every adapter set, with sampling seed ``seed``.
+               log: Log, budgets: TokenBudgets | None = None) -> dict[str, Chains]:
+    """``votes`` G→V→R chains per question for every adapter set, with run seed ``seed``.
 
-    One backend call per role covers every adapter set (the backend groups requests by
-    adapter). Seeds stay one call each: backends that seed per request (vLLM, OpenAI) would
-    otherwise give every seed the same samples of the same prompt.
-    """
-    params = SamplingParams(n=settings.votes, temperature=settings.temperature,
-                            max_tokens=settings.max_tokens, seed=seed)
-    one = SamplingParams(n=1, temperature=settings.temperature,
-                         max_tokens=settings.max_tokens, seed=seed)
-    bar = tqdm(total=len(systems) * len(questions) * settings.votes * 3, unit="gen",
-               desc=f"eval {' + '.join(systems)} seed {seed}")
-
-    def messages(q: dict, role: str, **extra: str | None) -> list[dict]:
-        return template(q["family"], role).render(q["question"], q["choices"], **extra)
-
-    generations = backend.generate(
-        [GenerationRequest(q["question_id"], messages(q, "generator"), adapters["generator"])
-         for adapters in systems.values() for q in questions], params)
-    bar.update(len(systems) * len(questions) * settings.votes)
-    chains: dict[str, Chains] = {label: {} for label in systems}
-    outs = iter(generations)
-    for label, adapters in systems.items():
-        for q in questions:
-            chains[label][q["question_id"]] = [
-                [_turn(q, "generator", o.text, adapters)] for o in next(outs)]
+    Every request is one chain's turn (n = 1) with a seed of its own derived from (run seed,
+    question, chain, role): backends that seed per request (vLLM, OpenAI-compatible servers)
+    would otherwise return identical critiques for identical answers, and n-sampling that
+    seeds sample i with seed + i would make seed 1's chain 0 seed 0's chain 1. Requests that
+    are identical (same adapter, prompt and seed, e.g. an untrained role's turn in both
+    adapter sets) are generated once, so such chains match exactly. One backend call per
+    role covers every adapter set (the backend groups requests by adapter)."""
+    budgets = budgets or TokenBudgets.uniform(settings.max_tokens or 256)
     keys = [(label, q, c) for label in systems for q in questions
             for c in range(settings.votes)]
-    for role in ("verifier", "refiner"):
+    chains: dict[str, Chains] = {label: {q["question_id"]: [[] for _ in range(settings.votes)]
+                                         for q in questions} for label in systems}
+    bar = tqdm(total=len(keys) * 3, unit="gen", desc=f"eval {' + '.join(systems)} seed {seed}")
+    for role in ROLES:
+        tokens = settings.max_tokens or budgets.for_role(role)
+        params = SamplingParams(n=1, temperature=settings.temperature, max_tokens=tokens,
+                                seed=seed)
         requests = []
         for label, q, c in keys:
             chain = chains[label][q["question_id"]][c]
-            extra = {"answer": chain[0].text or ""}
+            extra = {}
+            if role != "generator":
+                extra["answer"] = chain[0].text or ""
             if role == "refiner":
                 extra["critique"] = chain[1].text or ""
-            requests.append(GenerationRequest(f"{q['question_id']}/c{c}/{role}",
-                                              messages(q, role, **extra),
-                                              systems[label][role]))
-        outs = backend.generate(requests, one)
-        for (label, q, c), out in zip(keys, outs, strict=True):
-            chains[label][q["question_id"]][c].append(
-                _turn(q, role, out[0].text, systems[label]))
+            requests.append(GenerationRequest(
+                f"{q['question_id']}/c{c}/{role}",
+                template(q["family"], role).render(q["question"], q["choices"], **extra),
+                systems[label][role], seed=request_seed(seed, "eval", q["question_id"], c, role)))
+        outs = _generate_unique(backend, requests, params)
+        for (label, q, c), request, out in zip(keys, requests, outs, strict=True):
+            chains[label][q["question_id"]][c].append(_turn(q, role, out[0], request))
         bar.update(len(keys))
     bar.close()
     log(f"eval seed {seed}: {len(questions)} questions x {settings.votes} chains for "
@@ -124,12 +152,29 @@ def run_chains(backend: Backend, questions: Sequence[dict],
     return chains
 
 
-def _turn(question: dict, role: str, text: str | None, adapters: dict[str, str | None]) -> Turn:
+def _generate_unique(backend: Backend, requests: list[GenerationRequest],
+                     params: SamplingParams) -> list[list[Completion]]:
+    """Generate each distinct request once; duplicates share its completions."""
+    index: dict[tuple, int] = {}
+    unique: list[GenerationRequest] = []
+    slots = []
+    for request in requests:
+        key = (request.adapter, request.seed, json.dumps(request.messages))
+        if key not in index:
+            index[key] = len(unique)
+            unique.append(request)
+        slots.append(index[key])
+    outs = backend.generate(unique, params)
+    return [outs[slot] for slot in slots]
+
+
+def _turn(question: dict, role: str, out: Completion, request: GenerationRequest) -> Turn:
     pred = None
-    if role != "verifier" and text:
-        pred = check(checker_for(question["family"]), text, question["answer"],
-                     question["choices"]).pred_answer
-    return Turn(role, text, pred, adapters[role])
+    if role != "verifier" and out.text:
+        pred = check(checker_for(question["family"]), out.text, question["answer"],
+                     question["choices"], truncated=out.finish_reason == "length").pred_answer
+    return Turn(role, out.text, pred, request.adapter, out.finish_reason, out.n_prompt_tokens,
+                out.n_tokens, request.seed)
 
 
 def majority(answers: Sequence[str | None], checker: Checker) -> str | None:
@@ -159,8 +204,7 @@ def predictions(questions: Sequence[dict], base: Chains, trained: Chains, seed: 
             votes = [chain[turn].pred_answer for chain in used]
             pred = majority(votes, checker) if voted else votes[0]
             correct = pred is not None and _equivalent(checker, pred, q["answer"])
-            trajectory = [{"chain": c, "role": t.role, "text": t.text,
-                           "pred_answer": t.pred_answer, "adapter": t.adapter}
+            trajectory = [{"chain": c, **asdict(t)}
                           for c, chain in enumerate(used) for t in chain[:turn + 1]]
             rows.append({
                 "eval_id": eval_id, "dataset": q["dataset"], "split": split, "seed": seed,
@@ -180,23 +224,27 @@ def _equivalent(checker: Checker, a: str, b: str) -> bool:
 
 
 def evaluation_id(model: str, adapters: dict[str, str | None], settings: EvalSettings,
-                  dataset: str, split: str) -> str:
+                  dataset: str, split: str, budgets: TokenBudgets | None = None) -> str:
     blob = json.dumps({"model": model, "adapters": adapters, "settings": settings.model_dump(),
-                       "dataset": dataset, "split": split}, sort_keys=True)
+                       "dataset": dataset, "split": split,
+                       "budgets": budgets.model_dump() if budgets else None}, sort_keys=True)
     return "e-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
              adapters: dict[str, str | None], settings: EvalSettings,
-             log: Log = print) -> pa.Table:
-    """All six systems over ``settings.seeds`` seeds; returns the eval_predictions rows."""
-    questions = heldout_questions(lake, dataset, split, settings.limit)
+             budgets: TokenBudgets | None = None, log: Log = print) -> pa.Table:
+    """All six systems over ``settings.seeds`` seeds, each seed on its own random subset of
+    the held-out split (``settings.limit``); returns the eval_predictions rows, which record
+    the questions every seed used."""
+    heldout = heldout_questions(lake, dataset, split)
     no_adapters = dict.fromkeys(ROLES)
-    eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split)
+    eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split, budgets)
     rows: list[dict[str, Any]] = []
     for seed in range(settings.seeds):
+        questions = sample_questions(heldout, settings.limit, seed, dataset)
         chains = run_chains(backend, questions, {"base": no_adapters, "MALT": adapters},
-                            settings, seed, log)
+                            settings, seed, log, budgets)
         rows += predictions(questions, chains["base"], chains["MALT"], seed, split, eval_id,
                             backend.model_id)
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_PREDICTIONS)

@@ -25,9 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from malt_lake import schemas
-from malt_lake.backends import Backend, Completion, GenerationRequest, SamplingParams
+from malt_lake.backends import (
+    Backend,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    request_seed,
+)
+from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.errors import LakeError
 from malt_lake.lake import Lake, atomic_write
+from malt_lake.lineage import node_fingerprint
 from malt_lake.names import PartitionKey, critique_id, generation_id, refinement_id
 from malt_lake.prompts import template
 from malt_lake.rewards import checker_for
@@ -45,14 +53,23 @@ class RoleSettings(BaseModel):
     n: int = Field(3, ge=1, le=64, description="Samples per parent (branching factor).")
     temperature: float = Field(0.3, ge=0.0, le=2.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_tokens: int = Field(256, ge=1, le=32_768, description="Most new tokens per sample.")
+    max_tokens: int | None = Field(None, ge=1, le=32_768, description="Most new tokens per "
+                                   "sample; None = the dataset's budget for this role.")
     seed: int = Field(0, description="Base seed; recorded on every row.")
     batch_prompts: int = Field(64, ge=1, description="Parents per checkpointed batch.")
     adapter: str | None = Field(None, description="LoRA adapter dir for this role; None = base.")
 
     def sampling(self) -> SamplingParams:
+        if self.max_tokens is None:
+            raise ValueError("max_tokens is unresolved; use with_budget() first")
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
                               max_tokens=self.max_tokens, seed=self.seed)
+
+    def with_budget(self, budgets: TokenBudgets, role: str) -> RoleSettings:
+        """These settings with ``max_tokens`` set from the role's budget unless given."""
+        if self.max_tokens is not None:
+            return self
+        return self.model_copy(update={"max_tokens": budgets.for_role(role)})
 
 
 @dataclass(frozen=True)
@@ -63,34 +80,42 @@ class Parent:
     family: str
     choices: list[dict] | None
     template_hash: str
+    fingerprint: str             # the parent row's content fingerprint (lineage)
 
 
-def plan(lake: Lake, key: PartitionKey, role: str, adapter: str | None = None) -> list[Parent]:
+def plan(lake: Lake, key: PartitionKey, role: str) -> list[Parent]:
     """The parents of one role in a partition, with the exact prompt each child will see."""
     questions = lake.read_required("questions", key)
     by_question = {q["question_id"]: q for q in questions.to_pylist()}
     if role == "generator":
-        rows = [({"question_id": q["question_id"]}, q["question_id"], q, {})
+        rows = [({"question_id": q["question_id"]}, q["question_id"], q, {}, q["fingerprint"])
                 for q in by_question.values()]
     elif role == "verifier":
         rows = [({"question_id": g["question_id"], "g_id": g["g_id"]}, g["g_id"],
-                 by_question[g["question_id"]], {"answer": g["text"]})
+                 by_question[g["question_id"]], {"answer": g["text"]}, g["fingerprint"])
                 for g in _live(lake.read_required("generations", key))]
     elif role == "refiner":
         answers = {g["g_id"]: g["text"] for g in lake.read_required("generations", key).to_pylist()}
         rows = [({"question_id": v["question_id"], "g_id": v["g_id"], "v_id": v["v_id"]},
                  v["v_id"], by_question[v["question_id"]],
-                 {"answer": answers[v["g_id"]], "critique": v["text"]})
+                 {"answer": answers[v["g_id"]], "critique": v["text"]}, v["fingerprint"])
                 for v in _live(lake.read_required("critiques", key))]
     else:
         raise ValueError(f"unknown role {role!r}")
     parents = []
-    for ids, request_id, question, extra in rows:
+    for ids, request_id, question, extra, parent_fingerprint in rows:
         tpl = template(question["family"], role)
         messages = tpl.render(question["question"], question["choices"], **extra)
         parents.append(Parent(ids, request_id, messages, question["family"],
-                              question["choices"], tpl.hash))
+                              question["choices"], tpl.hash, parent_fingerprint))
     return sorted(parents, key=lambda p: p.request_id)
+
+
+def _partition_budgets(lake: Lake, key: PartitionKey) -> TokenBudgets:
+    """The family defaults of the partition's questions (callers with a dataset config pass
+    resolved settings instead)."""
+    families = set(lake.read_required("questions", key).column("family").to_pylist())
+    return family_budgets(families.pop()) if len(families) == 1 else TokenBudgets.uniform(256)
 
 
 def _live(table: pa.Table) -> list[dict]:
@@ -106,14 +131,16 @@ class Expansion:
                  show_progress: bool = True) -> None:
         self.lake, self.key, self.role = lake, key, role
         self.table = ROLE_TABLE[role]
-        self.backend, self.settings = backend, settings
+        self.backend = backend
+        self.settings = settings if settings.max_tokens is not None else \
+            settings.with_budget(_partition_budgets(lake, key), role)
         self.log = log or (lambda message: None)
         self.show_progress = show_progress
         self.checkpoint_dir = lake.root / "checkpoints" / self.table / \
             f"dataset={key.dataset}" / f"shard={key.shard}"
 
     def run(self) -> pa.Table:
-        parents = plan(self.lake, self.key, self.role, self.settings.adapter)
+        parents = plan(self.lake, self.key, self.role)
         done = self._resume(self._fingerprint(parents))
         todo = [p for p in parents if p.request_id not in done]
         n = self.settings.n
@@ -128,8 +155,9 @@ class Expansion:
             batch = todo[start:start + size]
             began = time.perf_counter()
             completions = self.backend.generate(
-                [GenerationRequest(p.request_id, p.messages, self.settings.adapter)
-                 for p in batch], self.settings.sampling())
+                [GenerationRequest(p.request_id, p.messages, self.settings.adapter,
+                                   seed=self._seed(p)) for p in batch],
+                self.settings.sampling())
             tokens = sum(c.n_tokens for cs in completions for c in cs)
             rate = tokens / max(time.perf_counter() - began, 1e-9)
             self._checkpoint(self._rows(batch, completions))
@@ -158,12 +186,17 @@ class Expansion:
         self.backend.on_step = on_step
 
     # -- rows --------------------------------------------------------------------------------
+    def _seed(self, parent: Parent) -> int:
+        """Each parent's request draws from its own stream (see ``request_seed``)."""
+        return request_seed(self.settings.seed, self.role, parent.request_id)
+
     def _rows(self, batch: list[Parent], completions: list[list[Completion]]) -> pa.Table:
         s, rows = self.settings, []
         for parent, outs in zip(batch, completions, strict=True):
             if len(outs) != s.n:
                 raise LakeError(f"backend returned {len(outs)} samples for {parent.request_id}, "
                                 f"expected {s.n}")
+            seed = self._seed(parent)
             for index, out in enumerate(outs):
                 pred, ok = self._parse(parent, out)
                 rows.append({
@@ -174,8 +207,10 @@ class Expansion:
                     "model": self.backend.model_id, "adapter": s.adapter,
                     "template_hash": parent.template_hash, "temperature": s.temperature,
                     "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": s.seed,
-                    "n_samples": s.n, "n_prompt_tokens": out.n_prompt_tokens,
-                    "n_tokens": out.n_tokens,
+                    "request_seed": seed, "n_samples": s.n,
+                    "n_prompt_tokens": out.n_prompt_tokens, "n_tokens": out.n_tokens,
+                    "parent_fingerprint": parent.fingerprint,
+                    "fingerprint": node_fingerprint(parent.fingerprint, out.text, out.error),
                 })
         return pa.Table.from_pylist(rows, schema=schemas.schema_of(self.table))
 
@@ -194,8 +229,9 @@ class Expansion:
             verdicts = VERDICT_RE.findall(out.text)
             return (verdicts[-1].lower(), True) if verdicts else (None, False)
         try:
-            pred = checker_for(parent.family).extract(out.text, parent.choices)
-        except Exception:
+            pred = checker_for(parent.family).extract(out.text, parent.choices,
+                                                      truncated=out.finish_reason == "length")
+        except Exception:  # a parser bug on odd text must not lose the row
             pred = None
         return pred, pred is not None
 

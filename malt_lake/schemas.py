@@ -23,6 +23,8 @@ QUESTIONS = pa.schema(
         ("solution", pa.string()),
         ("family", pa.string()),
         ("source", pa.string()),
+        ("stratum", pa.string()),      # e.g. MATH "Algebra/level 3"; null where none
+        ("fingerprint", pa.string()),  # hash of question, choices, answer (lineage)
     ]
 )
 
@@ -57,10 +59,16 @@ GENERATED_FIELDS = [
     ("temperature", pa.float64()),
     ("top_p", pa.float64()),
     ("max_tokens", pa.int64()),
-    ("seed", pa.int64()),
+    ("seed", pa.int64()),             # the run's seed
+    ("request_seed", pa.int64()),     # this request's own seed, derived from seed + path
     ("n_samples", pa.int64()),        # n requested for this prompt (the branching factor)
     ("n_prompt_tokens", pa.int64()),
     ("n_tokens", pa.int64()),
+    # lineage: the parent's fingerprint when this row was generated, and this row's own
+    # (a hash of the parent's and its text): a child whose parent_fingerprint no longer
+    # equals its parent's fingerprint belongs to a parent that was regenerated since
+    ("parent_fingerprint", pa.string()),
+    ("fingerprint", pa.string()),
 ]
 _PART = [("dataset", pa.string()), ("shard", pa.string()), ("question_id", pa.string())]
 
@@ -77,6 +85,7 @@ _REWARD_FIELDS = [
     ("reward", pa.int8()),      # 1 right, 0 wrong or unparsable, null for a failed sample
     ("parse_ok", pa.bool_()),
     ("checker", pa.string()),
+    ("fingerprint", pa.string()),  # the scored row's fingerprint (lineage)
 ]
 LEAF_REWARDS = pa.schema([*_PART, ("g_id", pa.string()), ("v_id", pa.string()),
                           ("r_id", pa.string()), *_REWARD_FIELDS])
@@ -118,7 +127,9 @@ DPO = pa.schema([
 ])
 
 TURN = pa.struct([("chain", pa.int64()), ("role", pa.string()), ("text", pa.string()),
-                  ("pred_answer", pa.string()), ("adapter", pa.string())])
+                  ("pred_answer", pa.string()), ("adapter", pa.string()),
+                  ("finish_reason", pa.string()), ("n_prompt_tokens", pa.int64()),
+                  ("n_tokens", pa.int64()), ("request_seed", pa.int64())])
 
 EVAL_PREDICTIONS = pa.schema([
     ("eval_id", pa.string()),       # hash of model, adapters, settings, dataset, split

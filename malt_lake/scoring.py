@@ -17,17 +17,20 @@ def _questions(lake: Lake, key: PartitionKey) -> dict[str, dict]:
 
 def score_rows(rows: list[dict], questions: dict[str, dict], id_columns: list[str]) -> list[dict]:
     """One reward row per generated row. A failed sample (error) gets a null reward: it is a
-    missing child, not a wrong answer."""
+    missing child, not a wrong answer. A sample cut at its token budget (finish_reason
+    'length') is scored only on a complete explicit answer marker, never on a stray number."""
     out = []
     for row in rows:
         question = questions[row["question_id"]]
         checker = checker_for(question["family"])
-        base = {c: row[c] for c in ["dataset", "shard", "question_id", *id_columns]}
+        base = {c: row[c] for c in ["dataset", "shard", "question_id", *id_columns,
+                                    "fingerprint"]}
         if row["error"] is not None or row["text"] is None:
             out.append({**base, "pred_answer": None, "gold_answer": question["answer"],
                         "reward": None, "parse_ok": False, "checker": "failed"})
             continue
-        result = check(checker, row["text"], question["answer"], question["choices"])
+        result = check(checker, row["text"], question["answer"], question["choices"],
+                       truncated=row["finish_reason"] == "length")
         out.append({**base, "pred_answer": result.pred_answer,
                     "gold_answer": question["answer"], "reward": result.reward,
                     "parse_ok": result.parse_ok, "checker": checker.name})
@@ -49,5 +52,5 @@ def generation_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
 def _table(rows: list[dict], id_columns: list[str]) -> pa.Table:
     schema = {c: pl.String for c in ["dataset", "shard", "question_id", *id_columns]}
     schema.update(pred_answer=pl.String, gold_answer=pl.String, reward=pl.Int8,
-                  parse_ok=pl.Boolean, checker=pl.String)
+                  parse_ok=pl.Boolean, checker=pl.String, fingerprint=pl.String)
     return pl.DataFrame(rows, schema=schema).to_arrow()

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.errors import ConfigError, LakeError
 from malt_lake.names import check_name
 
@@ -86,6 +87,13 @@ class DatasetSpec(_Strict):
     max_question_chars: int = Field(
         20_000, ge=1, description="Longer questions are malformed rows (they cannot fit a prompt)."
     )
+    max_tokens: TokenBudgets | None = Field(
+        None, description="New tokens per role (generator, verifier, refiner) in expansion and "
+        "evaluation; None = the family's defaults (malt_lake/budgets.py).")
+
+    def budgets(self) -> TokenBudgets:
+        """This dataset's token budgets: its own, else its family's defaults."""
+        return self.max_tokens or family_budgets(self.family)
 
     @field_validator("name")
     @classmethod

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import hashlib
+import re
+from collections import Counter, defaultdict
 
 import dagster as dg
 import pytest
 
 from assets.definitions import ALL_ASSETS
 from assets.resources import BackendResource
+from malt_lake.backends.base import Completion
 from malt_lake.backends.embedded import MODEL_ID
 from malt_lake.evaluate import SYSTEMS, majority
 from malt_lake.query import run_read_only
@@ -29,22 +32,39 @@ def test_majority_vote_uses_equivalence_and_breaks_ties_by_first_chain():
     assert majority([None, None, None], numeric) is None
 
 
+FINAL_RE = re.compile(r"Final Answer: (-?\d+)")
+
+
+def independent_answer(text: str | None) -> str | None:
+    """The fake backend writes 'Final Answer: N'; read it without the library's checker."""
+    found = FINAL_RE.findall(text or "")
+    return found[-1] if found else None
+
+
 def recompute(lake) -> dict:
-    """Accuracy per (system, seed) from the stored predictions, checked again in Python."""
+    """Accuracy per (system, seed) from the stored trajectories alone: the answer of the turn
+    each system reads (G for SA, R for MA/MALT), a plain first-most-common vote for +MV, and
+    integer equality with the gold answer, none of it through the library's code."""
     rows = run_read_only(lake, "select * from eval_predictions").to_pylist()
-    checker = checker_for("numeric")
     totals: dict = defaultdict(lambda: [0, 0])
     for row in rows:
-        right = row["pred_answer"] is not None and checker.equivalent(row["pred_answer"],
-                                                                      row["answer"])
-        assert right == row["correct"], row
+        role = "generator" if row["system"].startswith("SA") else "refiner"
+        answers = [independent_answer(t["text"]) for t in row["trajectory"]
+                   if t["role"] == role]
+        if row["system"].endswith("+MV"):
+            counts = Counter(a for a in answers if a is not None)
+            best = max(counts.values(), default=0)
+            pred = next((a for a in answers if a is not None and counts[a] == best), None)
+        else:
+            pred = answers[0]
+        right = pred is not None and int(pred) == int(row["answer"])
         totals[(row["system"], row["seed"])][0] += right
         totals[(row["system"], row["seed"])][1] += 1
     return {k: v[0] / v[1] for k, v in totals.items()}
 
 
-def fake_adapters(root) -> None:
-    store = AdapterStore(root)
+def fake_adapters(root, dataset: str = "arith") -> None:
+    store = AdapterStore(root, dataset)
     for role in ("generator", "verifier", "refiner"):
         with store.building(role, "v-fake") as build:
             write_manifest(build, {"base_model": "fake-deterministic", "role": role})
@@ -120,6 +140,7 @@ def test_real_model_evaluation_at_tiny_size(lake, instance, tmp_path):
                           resources=resources, run_config={"ops": {
                               a: {"config": role} for a in TREE[:3]}}).success
     adapters = dg.materialize(ALL_ASSETS, instance=instance, resources=resources,
+                              partition_key="arith",
                               selection=["generator_adapter", "verifier_adapter",
                                          "refiner_adapter"])
     assert adapters.success
@@ -135,7 +156,7 @@ def test_real_model_evaluation_at_tiny_size(lake, instance, tmp_path):
               run_read_only(lake, "select * from eval_scores").to_pylist()}
     assert stored == pytest.approx(recompute(lake))
     trained = [s for s in ("generator", "verifier", "refiner")
-               if AdapterStore(lake.root).current(s) is not None]
+               if AdapterStore(lake.root, "arith").current(s) is not None]
     used = set(run_read_only(lake, """
         select distinct unnest(trajectory).adapter a from eval_predictions
         where system like 'MALT%'""").column("a").to_pylist()) - {None}
@@ -144,31 +165,106 @@ def test_real_model_evaluation_at_tiny_size(lake, instance, tmp_path):
     assert models == [{"model": MODEL_ID}]
 
 
-def test_each_seed_reaches_the_backend_as_its_sampling_seed():
-    """vLLM and OpenAI-compatible servers seed per request from SamplingParams.seed alone:
-    seeds must arrive there, or every seed would draw the same samples of the same prompt."""
-    from malt_lake.backends.base import Completion
+class VLLMLikeBackend:
+    """Behaves like vLLM / an OpenAI-compatible server: the text is a pure function of the
+    prompt and the sample's seed, and with n > 1 sample i is seeded with seed + i. Generator
+    answers take only 3 values, so equal answers (hence equal verifier prompts) are common."""
+
+    model_id = "vllm-like-stub"
+
+    def __init__(self) -> None:
+        self.requests: list = []
+
+    def generate(self, requests, params):
+        self.requests += requests
+        out = []
+        for request in requests:
+            samples = []
+            for i in range(params.n):
+                seed = request.seed_or(params) + i
+                digest = hashlib.sha256(
+                    f"{request.messages}|{seed}".encode()).hexdigest()
+                generator = "Proposed" not in request.messages[-1]["content"]
+                text = (f"Final Answer: {int(digest, 16) % 3}" if generator
+                        else f"sample {digest[:16]}. Final Answer: {int(digest, 16) % 3}")
+                samples.append(Completion(text, 1, 1, "stop"))
+            out.append(samples)
+        return out
+
+
+def test_chains_and_seeds_are_independent_samples_on_a_seed_per_request_backend():
+    """Two chains whose generator answers are equal must still get different critiques and
+    refinements, and seed 1 must not replay seed 0's chains (vLLM seeds per request)."""
     from malt_lake.evaluate import EvalSettings, run_chains
 
-    class SeedPerRequestBackend:  # answers depend on the prompt and params.seed only
-        model_id = "stub"
-
-        def __init__(self) -> None:
-            self.seeds: list[int] = []
-
-        def generate(self, requests, params):
-            self.seeds.append(params.seed)
-            return [[Completion(f"Final Answer: {params.seed * 10 + k}", 1, 1, "stop")
-                     for k in range(params.n)] for _ in requests]
-
-    question = {"question_id": "q0", "dataset": "arith", "family": "numeric",
-                "question": "What is 1 + 1?", "choices": None, "answer": "2"}
-    backend = SeedPerRequestBackend()
+    questions = [{"question_id": f"q{i}", "dataset": "arith", "family": "numeric",
+                  "question": f"What is {i} + 1?", "choices": None, "answer": str(i + 1),
+                  "stratum": None} for i in range(4)]
+    backend = VLLMLikeBackend()
     no_adapters = dict.fromkeys(("generator", "verifier", "refiner"))
-    firsts = []
-    for seed in (0, 1):
-        chains = run_chains(backend, [question], {"base": no_adapters}, EvalSettings(),
+    turns: dict[str, list] = defaultdict(list)
+    for seed in (0, 1, 2):
+        chains = run_chains(backend, questions, {"base": no_adapters}, EvalSettings(votes=3),
                             seed, log=lambda m: None)
-        firsts.append(chains["base"]["q0"][0][0].pred_answer)
-    assert backend.seeds == [0, 0, 0, 1, 1, 1]  # G, V, R calls of each seed
-    assert firsts[0] != firsts[1]
+        for per_question in chains["base"].values():
+            for chain in per_question:
+                for turn in chain:
+                    turns[turn.role].append(turn)
+    seeds = [r.seed for r in backend.requests]
+    assert None not in seeds and len(set(seeds)) == len(seeds)  # one stream per request
+    for role in ("verifier", "refiner"):
+        texts = [t.text for t in turns[role]]
+        assert len(set(texts)) == len(texts), f"repeated {role} samples"
+    generator_texts = [t.text for t in turns["generator"]]
+    same_answer = len(generator_texts) - len(set(generator_texts))
+    assert same_answer > 0  # the test really had equal answers whose critiques had to differ
+
+
+def test_each_role_reads_its_turn_and_the_vote_takes_the_majority_of_that_turn():
+    """SA = chain 0's generator answer, SA+MV = the majority of the generator answers, MA =
+    chain 0's refined answer, MA+MV = the majority of the refined answers; MALT* the same
+    from the trained chains. Every number differs, so reading a wrong turn cannot pass."""
+    from malt_lake.evaluate import Turn, predictions
+
+    def chains(g: list[str], r: list[str]) -> list[list[Turn]]:
+        return [[Turn("generator", f"Final Answer: {a}", a, None),
+                 Turn("verifier", "ok", None, None),
+                 Turn("refiner", f"Final Answer: {b}", b, None)] for a, b in zip(g, r, strict=True)]
+
+    question = {"question_id": "q", "dataset": "arith", "family": "numeric", "answer": "7"}
+    base = {"q": chains(["1", "2", "2"], ["3", "4", "4"])}
+    trained = {"q": chains(["5", "6", "6"], ["8", "7", "7"])}
+    rows = {r["system"]: r for r in predictions([question], base, trained, 0, "heldout",
+                                                "e-test", "m")}
+    assert {s: r["pred_answer"] for s, r in rows.items()} == {
+        "SA": "1", "SA+MV": "2", "MA": "3", "MA+MV": "4", "MALT": "8", "MALT+MV": "7"}
+    assert [s for s, r in rows.items() if r["correct"]] == ["MALT+MV"]
+    assert rows["SA+MV"]["votes"] == ["1", "2", "2"]
+    assert rows["MALT+MV"]["votes"] == ["8", "7", "7"]
+
+
+def test_heldout_subsets_are_seeded_stratified_and_differ_between_seeds(datasets_dir):
+    from malt_lake.datasets import load_split
+    from malt_lake.evaluate import sample_questions
+    from malt_lake.settings import DatasetSpec, FileSource
+
+    spec = DatasetSpec(name="math", family="math", splits={
+        "dev": FileSource(path=str(datasets_dir / "math" / "dev.jsonl"))})
+    heldout = load_split(spec, "dev").frame.to_dicts()
+    strata = Counter(q["stratum"] for q in heldout)
+    assert len(strata) > 10 and None not in strata  # subject/level kept from the source
+    subsets = [sample_questions(heldout, 50, seed, "math") for seed in range(3)]
+    assert all(len(s) == 50 for s in subsets)
+    ids = [{q["question_id"] for q in s} for s in subsets]
+    assert ids[0] != ids[1] != ids[2]  # a fresh subset per seed
+    assert sample_questions(heldout, 50, 0, "math") == subsets[0]  # deterministic
+    for subset in subsets:  # proportional allocation: each stratum within one of its share
+        counts = Counter(q["stratum"] for q in subset)
+        for stratum, n in strata.items():
+            assert abs(counts[stratum] - 50 * n / len(heldout)) < 1
+    subjects = Counter(q["stratum"].split("/")[0] for q in heldout)
+    first_by_id = Counter(q["stratum"].split("/")[0]
+                          for q in sorted(heldout, key=lambda q: q["question_id"])[:50])
+    assert first_by_id != Counter(q["stratum"].split("/")[0] for q in subsets[0])
+    assert sum(subjects.values()) == len(heldout)
+    assert sample_questions(heldout, None, 0, "math") == heldout

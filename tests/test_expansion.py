@@ -115,3 +115,30 @@ def test_resume_uses_checkpoints_and_changed_settings_discard_them(lake):
 def test_n_below_one_is_refused():
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         RoleSettings(n=0)
+
+
+class SeedPerRequestBackend:
+    """Like vLLM: a sample is a pure function of the prompt and its seed (seed + i for the
+    i-th of n). Answers are always equal, so every critique prompt is the same."""
+
+    model_id = "seed-per-request"
+
+    def generate(self, requests, params):
+        return [[Completion("Final Answer: 1" if "Proposed" not in r.messages[-1]["content"]
+                            else f"Verdict: correct (seed {r.seed_or(params) + i})", 1, 1, "stop")
+                 for i in range(params.n)] for r in requests]
+
+
+def test_equal_parents_still_get_independent_children_on_a_seed_per_request_backend(lake):
+    """Each parent's request has a seed of its own, derived from (run seed, role, parent id):
+    equal answers give equal critique prompts, which vLLM would otherwise answer identically."""
+    ingest_tiny(lake, 2)
+    backend = SeedPerRequestBackend()
+    settings = RoleSettings(n=3, max_tokens=8)
+    gens = expand(lake, KEY, "generator", backend, settings, show_progress=False)
+    crits = expand(lake, KEY, "verifier", backend, settings, show_progress=False).to_pylist()
+    assert len({tuple(r["prompt"][-1].values()) for r in crits}) < len(crits)  # equal prompts
+    assert len({r["text"] for r in crits}) == len(crits)  # yet every critique differs
+    seeds = {r["g_id"]: r["request_seed"] for r in crits}
+    assert len(set(seeds.values())) == gens.num_rows  # one stream per parent
+    assert {r["seed"] for r in crits} == {0}  # the run's seed is kept beside it

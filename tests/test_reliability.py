@@ -57,10 +57,11 @@ def fake_tree(tmp_path) -> Path:
 
 def test_kill_9_during_training_leaves_no_half_written_adapter(fake_tree):
     env = env_for(fake_tree)
-    args = ["materialize", "--select", "refiner_adapter", "--train-steps", "1"]
+    args = ["materialize", "--select", "refiner_adapter", "--dataset", "arith",
+            "--train-steps", "1"]
     proc = subprocess.Popen([CLI, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    role_dir = fake_tree / "adapters" / "refiner"
+    role_dir = fake_tree / "adapters" / "arith" / "refiner"
     deadline = time.time() + 300
     while time.time() < deadline and not list(role_dir.glob(".tmp-*/stages")) \
             and not list(role_dir.glob(".tmp-*/adapter_config.json")) and proc.poll() is None:
@@ -69,7 +70,7 @@ def test_kill_9_during_training_leaves_no_half_written_adapter(fake_tree):
     os.killpg(proc.pid, signal.SIGKILL)  # the SFT stage is done, DPO is running
     proc.wait()
     assert list(role_dir.glob(".tmp-*")), "training finished before the kill"
-    store = AdapterStore(fake_tree)
+    store = AdapterStore(fake_tree, "arith")
     assert store.current("refiner") is None and store.versions("refiner") == []
 
     rerun = run_cli(env, *args)
@@ -121,14 +122,15 @@ def whole_graph(lake, instance, resources) -> dict:
         selection = ALL_SHARD_ASSETS if ".train." in key else ["questions"]
         assert dg.materialize(ALL_ASSETS, selection=selection, partition_key=key,
                               instance=instance, resources=resources).success
-    assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=[
-        "generator_adapter", "verifier_adapter", "refiner_adapter"]).success
+    assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources,
+                          partition_key="arith", selection=[
+                              "generator_adapter", "verifier_adapter", "refiner_adapter"]).success
     assert dg.materialize(ALL_ASSETS, selection=["evaluation"], partition_key="arith",
                           instance=instance, resources=resources, run_config={"ops": {
                               "evaluation": {"config": {"seeds": 1, "limit": 4}}}}).success
     state = {table: run_read_only(lake, f"select {expr} as id from {table} order by 1")
              .column("id").to_pylist() for table, expr in IDS.items()}
-    store = AdapterStore(lake.root)
+    store = AdapterStore(lake.root, "arith")
     state["adapters"] = [d.name if (d := store.current(role)) else None
                          for role in ("generator", "verifier", "refiner")]
     return state
@@ -145,7 +147,7 @@ def test_whole_graph_twice_gives_identical_ids_and_counts(lake, instance, tmp_pa
         assert first[table], table
     second = whole_graph(lake, instance, resources)
     assert second == first
-    assert len(AdapterStore(lake.root).versions("refiner")) == 1  # reused, not retrained
+    assert len(AdapterStore(lake.root, "arith").versions("refiner")) == 1  # reused, not retrained
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -7,6 +7,7 @@ import duckdb
 from malt_lake.training.store import AdapterStore
 from tests.test_reliability import env_for, run_cli
 
+DATASET = "arith"  # the only dataset configured by default
 ROLES = ("generator", "verifier", "refiner")
 EXPANSION = {"generator": "generations", "verifier": "critiques", "refiner": "refinements"}
 
@@ -27,18 +28,23 @@ def test_two_rounds_each_expand_with_the_previous_rounds_adapters(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "round 1" in proc.stdout and "round 2" in proc.stdout
     round_two = root / "rounds" / "round-2"
-    first = AdapterStore(root).current_paths(ROLES)
-    second = AdapterStore(round_two).current_paths(ROLES)
-    # the fake backend's generator is never right, so G has no positives to train on; V and R
-    # train in both rounds
-    assert first["verifier"] and first["refiner"] and second["verifier"] and second["refiner"]
+    first = AdapterStore(root, DATASET).current_paths(ROLES)
+    second = AdapterStore(round_two, DATASET).current_paths(ROLES)
+    # The fake backend answers with a hash-drawn number (rarely right), so no answer's value
+    # (the mean of its refinements' rewards) beats theta 0.5: G has no positives, hence no
+    # adapter, in either round. V and R train in both rounds, each into its round's warehouse.
+    assert first["generator"] is None and second["generator"] is None
+    for role in ("verifier", "refiner"):
+        assert first[role] is not None and second[role] is not None
+        assert first[role].startswith(f"{root.resolve()}/adapters/{DATASET}/{role}/")
+        assert second[role].startswith(f"{round_two.resolve()}/adapters/{DATASET}/{role}/")
+    # round 1 expands every role with the base model; round 2 expands V and R with round 1's
+    # adapters of that role, and G with the base (round 1 trained no G adapter)
+    round_two_uses = {"generator": None, "verifier": first["verifier"],
+                      "refiner": first["refiner"]}
     for role, table in EXPANSION.items():
-        # round 1 expands with the base model, round 2 with round 1's adapter for that role
-        # (the base where round 1 trained none)
-        assert _adapters_used(root / "lake", table) == {None}
-        assert _adapters_used(round_two / "lake", table) == {first[role]}
-        if second[role]:
-            assert second[role].startswith(str(round_two))  # fresh, in round 2's own lake
+        assert _adapters_used(root / "lake", table) == {None}, table
+        assert _adapters_used(round_two / "lake", table) == {round_two_uses[role]}, table
     for lake_dir in (root / "lake", round_two / "lake"):
         systems = duckdb.sql("select count(distinct system) from read_parquet($f)",
                              params={"f": str(lake_dir / "eval_predictions" / "**" /

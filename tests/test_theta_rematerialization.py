@@ -3,18 +3,25 @@ the partition's rows are replaced, not appended."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import dagster as dg
 import pytest
 
 from assets.definitions import ALL_ASSETS
 from assets.partitions import shard_partitions
 from assets.resources import BackendResource, TrainingResource
+from malt_lake.lake import Lake
 from malt_lake.query import run_read_only
 from tests.resources import asset_resources
 
 KEY = "arith.train.0000"
 CHEAP = ["credit", "sft_generator", "sft_verifier", "sft_refiner", "dpo_generator",
          "dpo_verifier", "dpo_refiner"]
+ROLES = ("generator", "verifier", "refiner")
+# 1/3 is exactly the value of a critique with one right refinement of three: at that theta a
+# label written as `value >= theta` differs from MALT's strict `value > theta`
+THETAS = (0.2, 1 / 3, 0.5)
 
 
 class TripwireBackend(BackendResource):
@@ -30,6 +37,46 @@ def mtimes(root) -> dict:
             for p in (root / "lake" / t).rglob("data.parquet")}
 
 
+def recomputed_values(lake: Lake) -> dict[str, dict[str, float]]:
+    """MALT's node values recomputed in Python from the stored rewards alone (not from the
+    credit SQL): a refinement's reward, a critique's mean over its refinements, an answer's
+    mean over its critiques' values; a failed sample (null reward) is left out."""
+    rows = run_read_only(lake, "select g_id, v_id, r_id, reward from leaf_rewards "
+                               "where reward is not null").to_pylist()
+    by_critique: dict[str, list[float]] = defaultdict(list)
+    parent: dict[str, str] = {}
+    for row in rows:
+        by_critique[row["v_id"]].append(float(row["reward"]))
+        parent[row["v_id"]] = row["g_id"]
+    verifier = {v: sum(xs) / len(xs) for v, xs in by_critique.items()}
+    by_answer: dict[str, list[float]] = defaultdict(list)
+    for v, value in verifier.items():
+        by_answer[parent[v]].append(value)
+    return {"refiner": {row["r_id"]: float(row["reward"]) for row in rows},
+            "verifier": verifier,
+            "generator": {g: sum(xs) / len(xs) for g, xs in by_answer.items()}}
+
+
+def stored_values(lake: Lake) -> dict[str, dict[str, float]]:
+    rows = run_read_only(lake, "select role, node_id, value from credit "
+                               "where value is not null").to_pylist()
+    out: dict[str, dict[str, float]] = {role: {} for role in ROLES}
+    for row in rows:
+        out[row["role"]][row["node_id"]] = row["value"]
+    return out
+
+
+def positives(lake: Lake) -> dict[str, int]:
+    """Positive labels per role, as the credit asset wrote them."""
+    rows = run_read_only(lake, "select role, sum(label::int)::bigint pos from credit group by all"
+                         ).to_pylist()
+    return {r["role"]: r["pos"] for r in rows}
+
+
+def expected_positives(values: dict[str, dict[str, float]], theta: float) -> dict[str, int]:
+    return {role: sum(v > theta for v in values[role].values()) for role in ROLES}
+
+
 def test_theta_change_touches_only_cheap_assets(lake, instance):
     resources = asset_resources(lake)
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
@@ -38,25 +85,40 @@ def test_theta_change_touches_only_cheap_assets(lake, instance):
     assert dg.materialize(ALL_ASSETS, selection=["questions", "generations", "critiques",
                                                  "refinements", "leaf_rewards", *CHEAP],
                           partition_key=KEY, instance=instance, resources=resources).success
-    before = run_read_only(lake, "select role, count(*) n, sum(label::int) pos from credit "
-                                 "group by all order by all").to_pylist()
+    before = run_read_only(lake, "select role, count(*) n from credit group by all "
+                                 "order by all").to_pylist()
+    first_positives = positives(lake)  # at the default theta, 0.5
     sizes_before = run_read_only(lake, "select * from pairs_per_role").to_pylist()
     untouched = mtimes(lake.root)
+    values = recomputed_values(lake)
+    stored = stored_values(lake)
+    for role in ROLES:  # same nodes, same values as the credit SQL wrote
+        assert stored[role] == pytest.approx(values[role], abs=1e-12), role
+    assert any(v == 1 / 3 for v in values["verifier"].values())  # the tie at 1/3 is exercised
+    # the thetas can be told apart: some node's value lies in (0.2, 0.5]
+    movable = {role for role in ROLES if any(0.2 < v <= 0.5 for v in values[role].values())}
+    assert movable
 
     tripwire = {**resources, "backend": TripwireBackend(kind="fake", model="fake"),
                  "training": TrainingResource()}
-    for theta in (0.2, 0.5):
+    by_theta = {}
+    for theta in THETAS:
         result = dg.materialize(ALL_ASSETS, selection=CHEAP, partition_key=KEY,
                                 instance=instance, resources=tripwire,
                                 run_config={"ops": {"credit": {"config": {"theta": theta}}}})
         assert result.success
-        after = run_read_only(lake, "select role, count(*) n, sum(label::int) pos, "
-                                    "min(theta) t from credit group by all order by all"
-                              ).to_pylist()
-        assert [r["n"] for r in after] == [r["n"] for r in before]  # replaced, not appended
-        assert {r["t"] for r in after} == {theta}
+        after = run_read_only(lake, "select role, count(*) n, min(theta) t, max(theta) t_max "
+                                    "from credit group by all order by all").to_pylist()
+        assert [(r["role"], r["n"]) for r in after] == [(r["role"], r["n"]) for r in before]
+        assert {r["t"] for r in after} == {r["t_max"] for r in after} == {theta}
+        by_theta[theta] = positives(lake)
+        assert by_theta[theta] == expected_positives(values, theta), theta
     assert mtimes(lake.root) == untouched  # expensive tables never rewritten
-    # theta 0.5 again reproduces the first role datasets exactly
+    low, high = by_theta[0.2], by_theta[0.5]
+    assert all(low[role] >= high[role] for role in ROLES)
+    assert {role for role in ROLES if low[role] > high[role]} == movable
+    # theta 0.5 again reproduces the first labels and role datasets exactly
+    assert high == first_positives
     assert run_read_only(lake, "select * from pairs_per_role").to_pylist() == sizes_before
 
 

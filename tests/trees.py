@@ -11,13 +11,17 @@ import pyarrow as pa
 
 from malt_lake import schemas
 from malt_lake.lake import Lake
+from malt_lake.lineage import node_fingerprint, question_fingerprint
 from malt_lake.names import PartitionKey, critique_id, generation_id, refinement_id
 
 Tree = list[list[list[int | None] | str]]
 
 
-def _generated(prompt: str, text: str | None, error: str | None, n: int) -> dict:
+def _generated(prompt: str, text: str | None, error: str | None, n: int,
+               parent_fingerprint: str) -> dict:
     return {
+        "parent_fingerprint": parent_fingerprint,
+        "fingerprint": node_fingerprint(parent_fingerprint, text, error),
         "prompt": [{"role": "user", "content": prompt}], "text": text,
         "pred_answer": None, "parse_ok": text is not None, "error": error,
         "finish_reason": "stop" if error is None else None, "model": "hand-built",
@@ -30,36 +34,42 @@ def write_trees(lake: Lake, key: PartitionKey, trees: dict[str, Tree]) -> None:
     part = {"dataset": key.dataset, "shard": key.shard}
     questions, gens, crits, refs, leaves, grewards = [], [], [], [], [], []
     for qi, (qid, tree) in enumerate(trees.items()):
+        q_print = question_fingerprint(f"question {qid}", None, "1")
         questions.append({**part, "question_id": qid, "split": key.split, "row_index": qi,
                           "question": f"question {qid}", "choices": None, "answer": "1",
-                          "solution": None, "family": "numeric", "source": "hand-built"})
+                          "solution": None, "family": "numeric", "source": "hand-built",
+                          "stratum": None, "fingerprint": q_print})
         for gi, critiques in enumerate(tree):
             g_id = generation_id(qid, gi)
-            gens.append({**part, "question_id": qid, "g_idx": gi, "g_id": g_id,
-                         **_generated(f"solve {qid}", f"answer {g_id}", None, len(tree))})
+            gen = {**part, "question_id": qid, "g_idx": gi, "g_id": g_id,
+                   **_generated(f"solve {qid}", f"answer {g_id}", None, len(tree), q_print)}
+            gens.append(gen)
             grewards.append({**part, "question_id": qid, "g_id": g_id, "pred_answer": "1",
                              "gold_answer": "1", "reward": gi % 2, "parse_ok": True,
-                             "checker": "numeric"})
+                             "checker": "numeric", "fingerprint": gen["fingerprint"]})
             for vi, leaf_rewards in enumerate(critiques):
                 v_id = critique_id(g_id, vi)
                 failed = leaf_rewards == "failed"
-                crits.append({**part, "question_id": qid, "g_id": g_id, "v_idx": vi,
-                              "v_id": v_id, **_generated(
-                                  f"critique {g_id}", None if failed else f"critique {v_id}",
-                                  "backend error" if failed else None, len(critiques))})
+                crit = {**part, "question_id": qid, "g_id": g_id, "v_idx": vi, "v_id": v_id,
+                        **_generated(f"critique {g_id}", None if failed else f"critique {v_id}",
+                                     "backend error" if failed else None, len(critiques),
+                                     gen["fingerprint"])}
+                crits.append(crit)
                 if failed:
                     continue
                 for ri, reward in enumerate(leaf_rewards):
                     r_id = refinement_id(v_id, ri)
-                    refs.append({**part, "question_id": qid, "g_id": g_id, "v_id": v_id,
-                                 "r_idx": ri, "r_id": r_id, **_generated(
-                                     f"refine {v_id}", None if reward is None else f"final {r_id}",
-                                     "backend error" if reward is None else None,
-                                     len(leaf_rewards))})
+                    ref = {**part, "question_id": qid, "g_id": g_id, "v_id": v_id,
+                           "r_idx": ri, "r_id": r_id, **_generated(
+                               f"refine {v_id}", None if reward is None else f"final {r_id}",
+                               "backend error" if reward is None else None,
+                               len(leaf_rewards), crit["fingerprint"])}
+                    refs.append(ref)
                     leaves.append({**part, "question_id": qid, "g_id": g_id, "v_id": v_id,
                                    "r_id": r_id, "pred_answer": None, "gold_answer": "1",
                                    "reward": reward, "parse_ok": reward is not None,
-                                   "checker": "numeric" if reward is not None else "failed"})
+                                   "checker": "numeric" if reward is not None else "failed",
+                                   "fingerprint": ref["fingerprint"]})
     for table, rows in [("questions", questions), ("generations", gens), ("critiques", crits),
                         ("refinements", refs), ("leaf_rewards", leaves),
                         ("generation_rewards", grewards)]:

@@ -12,6 +12,7 @@ from malt_lake.backends.base import (
     Completion,
     GenerationRequest,
     SamplingParams,
+    request_seed,
 )
 
 BackendKind = Literal["transformers", "vllm", "openai", "fake"]
@@ -58,4 +59,4 @@ def build_backend(settings: BackendSettings) -> Backend:
 
 
 __all__ = ["Backend", "BackendError", "BackendSettings", "Completion", "GenerationRequest",
-           "SamplingParams", "build_backend"]
+           "SamplingParams", "build_backend", "request_seed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +38,26 @@ class GenerationRequest:
     request_id: str
     messages: list[Message]
     adapter: str | None = None  # LoRA adapter directory; None = the base model
+    # this request's own sampling seed (see ``request_seed``); None = ``SamplingParams.seed``
+    seed: int | None = None
+
+    def seed_or(self, params: SamplingParams) -> int:
+        return params.seed if self.seed is None else self.seed
+
+
+# JSON-safe (servers parse the seed as a number) and still far too large to collide by chance
+SEED_BITS = 53
+
+
+def request_seed(run_seed: int, *parts: str | int) -> int:
+    """The sampling seed of one request, derived from the run's seed and what the request is
+    (role, question or parent id, chain). vLLM and OpenAI-compatible servers draw each request
+    from its seed alone, so two requests with one seed and one prompt return the same text:
+    every request that should be an independent sample needs a seed of its own. With n > 1 a
+    server may seed sample i with seed + i; hashed seeds keep those ranges apart too."""
+    key = "|".join(str(p) for p in (run_seed, *parts))
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << SEED_BITS) - 1)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class FakeBackend:
         # what a deterministic backend answers
         adapter = Path(request.adapter).name if request.adapter else None
         digest = hashlib.sha256(
-            f"{request.request_id}|{index}|{params.seed}|{adapter}".encode()).digest()
+            f"{request.request_id}|{index}|{request.seed_or(params)}|{adapter}".encode()).digest()
         if self.fail_every and digest[0] % self.fail_every == 0:
             return Completion.failed("fake backend: injected failure")
         number = digest[1] % 20

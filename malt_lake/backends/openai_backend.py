@@ -44,7 +44,7 @@ class OpenAIBackend:
         body = json.dumps({
             "model": request.adapter or self.model_id, "messages": request.messages,
             "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
-            "max_tokens": params.max_tokens, "seed": params.seed,
+            "max_tokens": params.max_tokens, "seed": request.seed_or(params),
         }).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:

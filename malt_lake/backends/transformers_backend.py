@@ -112,7 +112,7 @@ class TransformersBackend:
             prompts = [self._encode(requests[i].messages) for i in indices]
             order = sorted(range(len(indices)), key=lambda j: -len(prompts[j]))
             for batch in self._batches(order, prompts, params.n):
-                seed = _batch_seed(params.seed, [requests[indices[j]].request_id for j in batch])
+                seed = _batch_seed([requests[indices[j]] for j in batch], params)
                 texts = self._sample([prompts[j] for j in batch], params, seed)
                 for j, completions in zip(batch, texts, strict=True):
                     results[indices[j]] = completions
@@ -251,6 +251,9 @@ def _common_head(prompts: list[list[int]]) -> int:
     return head
 
 
-def _batch_seed(seed: int, request_ids: list[str]) -> int:
-    digest = hashlib.sha256(f"{seed}|{'|'.join(request_ids)}".encode()).digest()
+def _batch_seed(requests: list[GenerationRequest], params: SamplingParams) -> int:
+    """One generator per batch, seeded by every request's id and seed: each row draws its own
+    stream within it, and a request with another seed changes the whole batch's draws."""
+    key = "|".join(f"{r.request_id}:{r.seed_or(params)}" for r in requests)
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF

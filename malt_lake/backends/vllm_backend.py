@@ -45,9 +45,10 @@ class VLLMBackend:
                  params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        sampling = VLLMSamplingParams(n=params.n, temperature=params.temperature,
-                                      top_p=params.top_p, max_tokens=params.max_tokens,
-                                      seed=params.seed)
+        # one SamplingParams per request: vLLM seeds each request from its own seed
+        sampling = [VLLMSamplingParams(n=params.n, temperature=params.temperature,
+                                       top_p=params.top_p, max_tokens=params.max_tokens,
+                                       seed=r.seed_or(params)) for r in requests]
         outputs = self.llm.chat([r.messages for r in requests], sampling_params=sampling,
                                 lora_request=[self._lora(r.adapter) for r in requests],
                                 add_generation_prompt=True, use_tqdm=False)

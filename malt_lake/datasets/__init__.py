@@ -17,6 +17,7 @@ from malt_lake.datasets.hub import hub_rows
 from malt_lake.datasets.layouts import RowInvalid, normalize
 from malt_lake.datasets.readers import RawRow, read_rows
 from malt_lake.errors import DatasetRowError, RowProblem
+from malt_lake.lineage import question_fingerprint
 from malt_lake.settings import ArithmeticSource, DatasetSpec, FileSource, HubSource
 
 MAX_REPORTED_PROBLEMS = 20
@@ -26,6 +27,7 @@ QUESTION_COLUMNS = {
     "question": pl.String,
     "choices": pl.List(pl.Struct({"label": pl.String, "text": pl.String})),
     "answer": pl.String, "solution": pl.String, "family": pl.String, "source": pl.String,
+    "stratum": pl.String, "fingerprint": pl.String,
 }
 
 
@@ -97,7 +99,8 @@ def _one_row(spec: DatasetSpec, split: str, layout: str, raw: RawRow, label: str
     return None, {
         "question_id": f"{spec.name}:{raw_id}", "split": split, "question": row.question,
         "choices": row.choices, "answer": row.answer, "solution": row.solution,
-        "family": spec.family, "source": f"{label}:{raw.line}",
+        "family": spec.family, "source": f"{label}:{raw.line}", "stratum": row.stratum,
+        "fingerprint": question_fingerprint(row.question, row.choices, row.answer),
     }
 
 
@@ -108,7 +111,8 @@ def _arithmetic_split(spec: DatasetSpec, split: str, source: ArithmeticSource) -
             "question_id": f"{spec.name}:{split}-{p.index:06d}", "split": split,
             "row_index": p.index, "question": p.question, "choices": None,
             "answer": str(p.answer), "solution": p.solution, "family": spec.family,
-            "source": f"builtin:arithmetic:{p.index}",
+            "source": f"builtin:arithmetic:{p.index}", "stratum": None,
+            "fingerprint": question_fingerprint(p.question, None, str(p.answer)),
         }
         for p in arithmetic.generate(source)
     ]

@@ -32,6 +32,7 @@ class Normalized:
     answer: str
     choices: list[Choice] | None
     solution: str | None
+    stratum: str | None = None  # subject/level where the source has them (stratified eval)
 
 
 def detect_layout(row: dict[str, Any]) -> str:
@@ -120,7 +121,8 @@ def _choices(value: Any, field: str = "choices") -> list[Choice]:
 def _normalized(row: dict[str, Any]) -> Normalized:
     choices = _choices(row["choices"]) if row.get("choices") is not None else None
     return Normalized(_row_id(row), _text(row, "question"), _answer(row), choices,
-                      _text(row, "solution", required=False))
+                      _text(row, "solution", required=False),
+                      _stratum(row.get("subject"), row.get("level")))
 
 
 def _hf_gsm8k(row: dict[str, Any]) -> Normalized:
@@ -142,7 +144,16 @@ def _hf_math(row: dict[str, Any]) -> Normalized:
             raise RowInvalid("solution", "no \\boxed{...} answer in the solution")
     else:
         answer = _answer(row)
-    return Normalized(_row_id(row), _text(row, "problem"), answer, None, solution)
+    return Normalized(_row_id(row), _text(row, "problem"), answer, None, solution,
+                      _stratum(row.get("type"), row.get("level")))
+
+
+def _stratum(subject: Any, level: Any) -> str | None:
+    """'Algebra/Level 3' from MATH's subject (type) and level; None when neither is given."""
+    parts = [str(p).strip() for p in (subject, level) if p is not None and str(p).strip()]
+    if level is not None and str(level).strip().isdigit():
+        parts[-1] = f"Level {str(level).strip()}"
+    return "/".join(parts) or None
 
 
 def _hf_csqa(row: dict[str, Any]) -> Normalized:
