@@ -171,7 +171,8 @@ def demo(
 @app.command(name="rounds")
 def rounds_command(
     k: Annotated[int, typer.Option("--k", help="Number of rounds.")] = 2,
-    max_tokens: Annotated[int, typer.Option(help="Most new tokens per sample.")] = 128,
+    max_tokens: Annotated[int | None, typer.Option(
+        help="Most new tokens per sample for every role; default the dataset budgets.")] = None,
     n: Annotated[int, typer.Option(help="Branching factor.")] = 3,
     seeds: Annotated[int, typer.Option(help="Evaluation seeds.")] = 2,
     train_steps: Annotated[int | None, typer.Option(help="Cap every training stage.")] = None,

@@ -49,7 +49,8 @@ def generation_rewards(context: dg.AssetExecutionContext,
         table = score_generations(the_lake, key)
         path = the_lake.write_partition("generation_rewards", key, table)
     return dg.MaterializeResult(metadata=_reward_metadata(table, path),
-                                data_version=dg.DataVersion(data_version_of(table)))
+                                data_version=dg.DataVersion(
+                                    data_version_of(table, "pred_answer", "reward")))
 
 
 LINEAGE_CHECK = dg.AssetCheckSpec(
@@ -67,7 +68,8 @@ def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource):
         table = score_leaves(the_lake, key)
         path = the_lake.write_partition("leaf_rewards", key, table)
     yield dg.MaterializeResult(metadata=_reward_metadata(table, path),
-                               data_version=dg.DataVersion(data_version_of(table)))
+                               data_version=dg.DataVersion(
+                                   data_version_of(table, "pred_answer", "reward")))
     yield _lineage_result(the_lake, key)
 
 

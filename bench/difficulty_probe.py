@@ -46,8 +46,9 @@ def main() -> None:
         started = time.perf_counter()
         outs = backend.generate([GenerationRequest(f"p{p.index}", tpl.render(p.question))
                                  for p in problems], params)
-        results = [check(checker, o[0].text, str(p.answer)) for p, o in zip(problems, outs,
-                                                                            strict=True)]
+        results = [check(checker, o[0].text, str(p.answer),
+                         truncated=o[0].finish_reason == "length")
+                   for p, o in zip(problems, outs, strict=True)]
         accuracy = sum(r.reward for r in results) / len(results)
         parsed = sum(r.parse_ok for r in results) / len(results)
         print(f"{name:32} {accuracy:11.1%} {parsed:7.0%} {time.perf_counter() - started:6.1f}",

@@ -45,11 +45,12 @@ class Boxed(NamedTuple):
     closed: bool
 
 
-def boxed_answers(text: str) -> list[Boxed]:
+def boxed_answers(text: str, *, include_open: bool = False) -> list[Boxed]:
     """Every non-empty ``\\boxed{...}`` / ``\\fbox{...}`` whose braces close, in text order.
 
     One pass with a brace stack, so a degenerate output full of unclosed boxes stays linear.
-    A box whose braces never close (a text cut mid-answer) is left out. The brace-less form
+    A box whose braces never close (a text cut mid-answer) is left out, or listed with
+    ``closed = False`` when ``include_open`` (to tell a text cut inside a box). The brace-less form
     ``\\boxed 2`` runs to the next ``$`` or newline; it is ``closed`` only if one follows, so
     a truncated text cannot end on a half-written number that counts.
     """
@@ -67,6 +68,9 @@ def boxed_answers(text: str) -> list[Boxed]:
             opened.append((token.start(), token.end()))
         else:
             found.append(_spaced(text, token.start(), token.end()))
+    if include_open:
+        found += [Boxed(box[0], text[box[1]:].strip() or "…", False)
+                  for box in opened if box is not None]
     return sorted((b for b in found if b.content), key=lambda b: b.start)
 
 

@@ -53,6 +53,7 @@ def credit_relation(con: duckdb.DuckDBPyConnection, key: PartitionKey,
     is written to a temp table (``sql/credit/verifier_values.sql``), then the node rows are a
     relation over it (``sql/credit/credit.sql``)."""
     partition = {"dataset": key.dataset, "shard": key.shard}
+    con.execute("set preserve_insertion_order = false")  # rows come in no particular order
     con.execute(read_sql("credit/verifier_values"), partition)
     return con.sql(read_sql("credit/credit"), params={**partition, "theta": theta})
 
@@ -71,13 +72,12 @@ def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float, *,
     """Compute and write the partition's credit; DuckDB writes the Parquet itself, so memory
     stays bounded at any partition size. Returns the number of node rows written. Refuses a
     partition whose tables do not belong to one tree (``require_fresh_lineage``) unless
-    ``check_lineage`` is off (the benchmark's synthetic trees carry no fingerprints)."""
+    ``check_lineage`` is off (for callers that checked it already)."""
     theta = validate_theta(theta)  # a bad theta is named first, whatever the lake holds
     if check_lineage:
         require_fresh_lineage(lake, key)
     con, relation = _credit_relation(lake, key, theta)
     try:
-        con.execute("set preserve_insertion_order = false")
         relation.create_view("credit_result")
         path = lake.write_partition_with(
             "credit", key,

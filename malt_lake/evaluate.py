@@ -34,7 +34,7 @@ from malt_lake.backends import (
     SamplingParams,
     request_seed,
 )
-from malt_lake.budgets import TokenBudgets
+from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.errors import LakeError
 from malt_lake.lake import Lake
 from malt_lake.prompts import template
@@ -238,6 +238,7 @@ def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
     the held-out split (``settings.limit``); returns the eval_predictions rows, which record
     the questions every seed used."""
     heldout = heldout_questions(lake, dataset, split)
+    budgets = budgets or family_budgets(heldout[0]["family"])
     no_adapters = dict.fromkeys(ROLES)
     eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split, budgets)
     rows: list[dict[str, Any]] = []

@@ -243,7 +243,8 @@ class Expansion:
                 exclude={"batch_prompts"}), "role": self.role,
         }, sort_keys=True).encode())
         for parent in parents:
-            digest.update(json.dumps([parent.request_id, parent.messages]).encode())
+            digest.update(json.dumps([parent.request_id, parent.messages,
+                                      parent.fingerprint]).encode())
         return digest.hexdigest()
 
     def _resume(self, fingerprint: str) -> set[str]:

@@ -42,5 +42,8 @@ def table_version(fingerprints: Iterable[str | None]) -> str:
     return digest.hexdigest()[:FINGERPRINT_CHARS]
 
 
-def data_version_of(table: pa.Table) -> str:
-    return table_version(table.column("fingerprint").to_pylist())
+def data_version_of(table: pa.Table, *columns: str) -> str:
+    """The version of a partition: its rows' fingerprints, and for derived tables (rewards)
+    the ``columns`` computed from them, so a changed checker changes the version too."""
+    rows = zip(*(table.column(c).to_pylist() for c in ("fingerprint", *columns)), strict=True)
+    return table_version("|".join(map(str, row)) for row in rows)

@@ -16,11 +16,11 @@ from malt_lake.settings import load_settings
 from malt_lake.training.config import load_recipe
 from tests.resources import asset_resources
 
-GPU_RECIPES = ["gpu-qwen2.5-1.5b", "gpu-llama3.1-8b"]
+RECIPES = ["gpu-qwen2.5-1.5b", "gpu-llama3.1-8b", "cpu-smollm2"]
 
 
-@pytest.mark.parametrize("recipe_name", GPU_RECIPES)
-def test_gpu_recipes_hold_the_longest_context_of_every_family(recipe_name):
+@pytest.mark.parametrize("recipe_name", RECIPES)
+def test_recipes_hold_the_longest_context_of_every_family(recipe_name):
     recipe = load_recipe(recipe_name)
     longest = max(b.context_tokens() for b in FAMILY_BUDGETS.values())
     for role in ("generator", "verifier", "refiner"):

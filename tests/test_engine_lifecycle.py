@@ -67,3 +67,4 @@ def test_release_closes_a_held_engine_and_the_next_use_builds_again():
     backend.release()
     backend.release()  # nothing held: nothing to close
     assert EVENTS == ["build", "close", "build", "close"]
+

@@ -268,3 +268,24 @@ def test_heldout_subsets_are_seeded_stratified_and_differ_between_seeds(datasets
     assert first_by_id != Counter(q["stratum"].split("/")[0] for q in subsets[0])
     assert sum(subjects.values()) == len(heldout)
     assert sample_questions(heldout, None, 0, "math") == heldout
+
+
+def test_each_seed_evaluates_its_own_random_subset(lake, instance):
+    resources = asset_resources(lake)
+    assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
+                          resources=resources).success
+    for key in instance.get_dynamic_partitions("shards"):
+        assert dg.materialize(ALL_ASSETS, selection=["questions"], partition_key=key,
+                              instance=instance, resources=resources).success
+    assert dg.materialize(ALL_ASSETS, selection=["evaluation"], partition_key="arith",
+                          instance=instance, resources=resources, run_config={"ops": {
+                              "evaluation": {"config": {"seeds": 3, "limit": 5}}}}).success
+    used = {}
+    for row in run_read_only(lake, "select seed, question_id from eval_predictions "
+                                   "where system = 'SA'").to_pylist():
+        used.setdefault(row["seed"], set()).add(row["question_id"])
+    assert sorted(used) == [0, 1, 2] and all(len(ids) == 5 for ids in used.values())
+    assert len({frozenset(ids) for ids in used.values()}) == 3  # not the first 5 every time
+    first_five = sorted(r["question_id"] for r in run_read_only(
+        lake, "select question_id from questions where shard like 'heldout.%'").to_pylist())[:5]
+    assert any(sorted(ids) != first_five for ids in used.values())

@@ -32,6 +32,8 @@ NUMERIC = [
     row("gsm8k-plain", "numeric",
         "Natalia sold 48 clips in April.\nIn May she sold half as many: 48 / 2 = 24 clips.\n"
         "Altogether she sold 48 + 24 = 72 clips.\nFinal Answer: 72", "72", "72", 1),
+    row("answer-first-equation", "numeric",
+        "She has 6 + 12 marbles.\nFinal Answer: 18 = 6 + 12", "18", "18", 1),
     row("paren-remark", "numeric",
         "Janet has 6 red marbles and 12 blue marbles.\nIn total she has 6 + 12 = 18 marbles."
         "\nFinal Answer: 18 (6 + 12)", "18", "18", 1),
@@ -202,8 +204,9 @@ MATH = [
     row("math-trunc-no-marker", "math",
         "Let's compute: $2^{10} = 1024$. Then we subtract $24$ to get", "1000", None, 0,
         truncated=True),
+    # cut inside a box that revises the earlier answer: the stated answer cannot be read
     row("math-trunc-open-box", "math",
-        "So $x = \\boxed{3}$.\n\nHmm, let me recheck. Actually $x = \\boxed{\\frac{7", "3", "3", 1,
+        "So $x = \\boxed{3}$.\n\nHmm, let me recheck. Actually $x = \\boxed{\\frac{7", "3", None, 0,
         truncated=True),
     row("math-trunc-closed-box-at-end", "math",
         "Counting the cases gives $\\boxed{17}$", "17", "17", 1, truncated=True),
@@ -216,6 +219,11 @@ MATH = [
 MCQ = [
     row("mcq-letter", "mcq",
         "Books are borrowed from a library.\nFinal Answer: B", "B", "B", 1, choices=BOOKS),
+    row("mcq-sentence-starting-with-a", "mcq",
+        "Books are kept where people study.\nA good place to look.", "B", None, 0,
+        choices=BOOKS),
+    row("mcq-sentence-starting-with-e-g", "mcq",
+        "Think of public places.\nE.g., people read there.", "B", None, 0, choices=BOOKS),
     row("mcq-article-a", "mcq",
         "People borrow books from a place that lends them. The answer is a library.", "B", "B",
         1, choices=BOOKS),

@@ -79,7 +79,9 @@ def test_choice_checker_reads_letters_and_option_text(text, reward, pred):
     ("numeric", "6 + 12 = 18\nFinal Answer: 18\nTo check", "18", None, True, "18", 1),
     ("mcq", "The answer is a library", "B", CHOICES, False, "B", 1),
     ("mcq", "A library lends books, but a bank", "B", CHOICES, True, None, 0),
-    ("math", "So $x = \\boxed{3}$.\nWait, it is $\\boxed{4", "4", None, True, "3", 0),
+    # cut inside a box revising the answer: neither the old nor the new one counts
+    ("math", "So $x = \\boxed{3}$.\nWait, it is $\\boxed{4", "4", None, True, None, 0),
+    ("numeric", "Final Answer: 18 = 6 + 12", "18", None, False, "18", 1),
 ])
 def test_the_answer_the_model_stated_is_read(family, text, gold, choices, truncated, pred,
                                              reward):

@@ -76,15 +76,20 @@ def check(checker: Checker, text: str | None, gold: str, choices: list[dict] | N
 
 
 def markers(text: str, kinds: tuple[str, ...], *, truncated: bool) -> list[Marker]:
-    """The answer markers of the given kinds in text order; complete ones only if truncated."""
+    """The answer markers of the given kinds in text order. In a truncated text only complete
+    ones count, and none at all when the text was cut inside a marker after the last complete
+    one: the model was stating (or revising to) an answer we cannot read."""
     found: list[Marker] = []
     for kind in kinds:
         if kind in LINE_MARKERS:
             found += _line_markers(text, LINE_MARKERS[kind], kind)
     if "boxed" in kinds:
-        found += [Marker(b.start, "boxed", b.content, b.closed) for b in boxed_answers(text)]
+        found += [Marker(b.start, "boxed", b.content, b.closed)
+                  for b in boxed_answers(text, include_open=truncated)]
     found.sort(key=lambda m: m.start)
-    return [m for m in found if m.complete] if truncated else found
+    if not truncated:
+        return found
+    return [] if found and not found[-1].complete else found
 
 
 def final_answer_segment(text: str, *, truncated: bool = False) -> str | None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from malt_lake.answers import boxed_answers
-from malt_lake.rewards.base import final_answer_segment
+from malt_lake.rewards.base import markers
 
 TIMEOUT_S = 5  # per parse and per verify; math-verify enforces it
 INLINE_MATH_RE = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]")
@@ -23,11 +22,12 @@ class MathChecker:
                 truncated: bool = False) -> str | None:
         if not text:
             return None
-        boxes = [b for b in boxed_answers(text) if b.closed or not truncated]
+        found = markers(text, ("boxed", "final"), truncated=truncated)
+        boxes = [m for m in found if m.kind == "boxed"]
         if boxes:
-            return boxes[-1].content
-        segment = final_answer_segment(text, truncated=truncated)
-        return _stated(segment) if segment else None
+            return boxes[-1].segment
+        finals = [m for m in found if m.kind == "final"]
+        return _stated(finals[-1].segment) if finals else None
 
     def equivalent(self, pred: str, gold: str) -> bool:
         if _squash(pred) == _squash(gold):

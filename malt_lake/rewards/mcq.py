@@ -11,7 +11,7 @@ import re
 
 from malt_lake.rewards.base import markers
 
-UPPER_LEAD_RE = re.compile(r"^\(?([A-Z])\)?(?=[.):,]|\s|$)")        # "B", "(B)", "B) text"
+UPPER_LEAD_RE = re.compile(r"^\(?([A-Z])\)?(?=[):,]|\.(?:\s|$)|\s|$)")  # "B", "(B)", "B) x"
 LOWER_LEAD_RE = re.compile(r"^(?:\(([a-z])\)|([a-z])\)|([a-z])[.:]?$)")  # "(b)", "b)", "b"
 PAREN_LETTER_RE = re.compile(r"\(([A-Za-z])\)")                        # "I pick (b) library"
 OPTION_RE = re.compile(r"\b(?i:option|choice)(?:\s+(?i:is))?\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])")
@@ -55,7 +55,8 @@ def _clean(segment: str) -> str:
 
 def _letter(segment: str, labels: list[str], choices: list[dict] | None) -> str | None:
     lead = UPPER_LEAD_RE.match(segment)
-    if lead and lead[1] in labels and not _article(segment, lead, choices):
+    if lead and lead[1] in labels and not _article(segment, lead, choices) \
+            and not _starts_a_sentence(segment, lead, choices):
         return lead[1]
     lower = LOWER_LEAD_RE.match(segment)
     if lower:
@@ -67,6 +68,16 @@ def _letter(segment: str, labels: list[str], choices: list[dict] | None) -> str 
             if match[1].upper() in labels:
                 return match[1].upper()
     return None
+
+
+def _starts_a_sentence(segment: str, lead: re.Match[str], choices: list[dict] | None) -> bool:
+    """"A good place to look" or "I think": a bare capital followed by a lowercase word is the
+    start of a sentence, unless that word begins the letter's own option text ("B library")."""
+    rest = segment[lead.end():]
+    if lead[0] != lead[1] or not rest[:1].isspace() or not rest.strip()[:1].islower():
+        return False
+    own = next((c["text"].strip().lower() for c in choices or [] if c["label"] == lead[1]), "")
+    return not (own and rest.strip().lower().startswith(own))
 
 
 def _article(segment: str, lead: re.Match[str], choices: list[dict] | None) -> bool:

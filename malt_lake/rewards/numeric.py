@@ -61,15 +61,18 @@ class NumericChecker:
 
 def segment_number(segment: str) -> Fraction | None:
     """The number a marker segment states: its first number, or the result of the equation
-    that starts there (``3 + 4 = 7`` -> 7); remarks in brackets (``18 (6 + 12)``) are skipped
-    unless they hold the only number."""
+    that starts there (``3 + 4 = 7`` -> 7, ``18 = 6 + 12`` -> 18); remarks in brackets
+    (``18 (6 + 12)``) are skipped unless they hold the only number."""
     plain = _delatex(segment)
     for candidate in (_drop_parens(plain), plain):
         first = NUMBER_RE.search(candidate)
         if first is None:
             continue
         run = EXPRESSION_RE.match(candidate, first.start()).group()
-        result = NUMBER_RE.search(EQUALS_RE.split(run)[-1]) if EQUALS_RE.search(run) else None
+        sides = EQUALS_RE.split(run)
+        # "3 + 4 = 7" states its result last; "18 = 6 + 12" states it first
+        answer_first = len(sides) > 1 and NUMBER_RE.fullmatch(sides[0].strip()) is not None
+        result = None if len(sides) == 1 or answer_first else NUMBER_RE.search(sides[-1])
         return _value(result or first)
     return None
 
