@@ -71,13 +71,19 @@ def fake_adapters(root, dataset: str = "arith") -> None:
         store.publish(role, "v-fake")
 
 
-def test_evaluation_plumbing_with_the_fake_backend(lake, instance):
+def ingested(lake, instance) -> dict:
+    """The fake-backend resources, after every shard's questions are in the lake."""
     resources = asset_resources(lake)
     assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
                           resources=resources).success
     for key in instance.get_dynamic_partitions("shards"):
         assert dg.materialize(ALL_ASSETS, selection=["questions"], partition_key=key,
                               instance=instance, resources=resources).success
+    return resources
+
+
+def test_evaluation_plumbing_with_the_fake_backend(lake, instance):
+    resources = ingested(lake, instance)
     fake_adapters(lake.root)
     result = dg.materialize(ALL_ASSETS, selection=["evaluation"], partition_key="arith",
                             instance=instance, resources=resources, run_config={"ops": {
@@ -271,12 +277,7 @@ def test_heldout_subsets_are_seeded_stratified_and_differ_between_seeds(datasets
 
 
 def test_each_seed_evaluates_its_own_random_subset(lake, instance):
-    resources = asset_resources(lake)
-    assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
-                          resources=resources).success
-    for key in instance.get_dynamic_partitions("shards"):
-        assert dg.materialize(ALL_ASSETS, selection=["questions"], partition_key=key,
-                              instance=instance, resources=resources).success
+    resources = ingested(lake, instance)
     assert dg.materialize(ALL_ASSETS, selection=["evaluation"], partition_key="arith",
                           instance=instance, resources=resources, run_config={"ops": {
                               "evaluation": {"config": {"seeds": 3, "limit": 5}}}}).success
