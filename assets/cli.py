@@ -132,6 +132,9 @@ def demo(
         help="Cap every training stage at this many steps (default: the recipe's).")] = None,
     rounds: Annotated[int, typer.Option(
         help="MALT rounds; round i+1 expands with round i's adapters.")] = 1,
+    ablations: Annotated[bool, typer.Option(
+        help="Also evaluate the paper's ablations (only G trained, only V and R, V and R "
+             "with SFT alone).")] = False,
 ) -> None:
     """The main job on the embedded default: ingest the built-in arithmetic set, expand MALT
     trees with the embedded model, assign credit, build role datasets, train the three LoRA
@@ -143,13 +146,14 @@ def demo(
              if k.startswith(f"{DEMO_DATASET}.train.")][:train_shards]
     plan = pipeline.RoundPlan(train_partitions=train, datasets=[DEMO_DATASET], n=n,
                               max_tokens=max_tokens, seeds=seeds, eval_limit=eval_limit or None,
-                              train_steps=train_steps)
+                              train_steps=train_steps, ablations=ablations)
     results = _rounds(plan, rounds)
     _print_tree_analytics(lake)
     for result in results:
         console.print(f"\n[bold]Held-out accuracy, round {result.index}[/bold] "
                       f"({result.warehouse})")
-        print_frame(_summary_frame(result.summaries[DEMO_DATASET]), limit=10)
+        print_frame(_summary_frame(result.summaries[DEMO_DATASET]), limit=20)
+        _print_comparisons(result.comparisons[DEMO_DATASET])
     _print_truncation(results[-1].warehouse)
     report = results[-1].warehouse / "reports" / f"eval-{DEMO_DATASET}.md"
     console.print(
@@ -191,7 +195,8 @@ def rounds_command(
     for result in _rounds(plan, k):
         for name, table in result.summaries.items():
             console.print(f"\n[bold]{name}, round {result.index}[/bold] ({result.warehouse})")
-            print_frame(_summary_frame(table), limit=10)
+            print_frame(_summary_frame(table), limit=20)
+            _print_comparisons(result.comparisons[name])
 
 
 def _rounds(plan: pipeline.RoundPlan, k: int) -> list[pipeline.RoundResult]:
@@ -212,6 +217,24 @@ def _summary_frame(table):
         (pl.col("accuracy_mean") * 100).round(1).alias("accuracy_%"),
         (pl.col("accuracy_std") * 100).round(1).alias("std_%"),
         "seeds", "predictions")
+
+
+def _print_comparisons(table) -> None:
+    """The paired differences with their intervals, and plainly which are within noise."""
+    from malt_lake.report import points
+
+    rows = table.to_pylist()
+    if not rows:
+        return
+    console.print(f"Paired differences ({rows[0]['level']:.0%} bootstrap interval over "
+                  "questions and seeds):")
+    for r in rows:
+        console.print(f"  {r['system'] + ' − ' + r['baseline']:<28} {points(r['difference'])}"
+                      f"  [{points(r['ci_low'])}, {points(r['ci_high'])}]  {r['verdict']}")
+    noise = [f"{r['system']} vs {r['baseline']}" for r in rows if r["verdict"] == "within noise"]
+    if noise:
+        console.print(f"  Within noise (the interval holds 0): {', '.join(noise)}. "
+                      f"More held-out questions or seeds narrow the intervals.")
 
 
 def _print_tree_analytics(lake) -> None:

@@ -8,11 +8,24 @@ from pydantic import Field
 
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
-from malt_lake.evaluate import ROLES, EvalSettings, evaluate, scores, summary
+from malt_lake.evaluate import (
+    ROLES,
+    EvalSettings,
+    ablation_sets,
+    evaluate,
+    scores,
+    statistics,
+    summary,
+)
 from malt_lake.lake import partition_lock
 from malt_lake.markdown import to_markdown
 from malt_lake.query import fetch
-from malt_lake.report import inline_image, summary_markdown, write_report
+from malt_lake.report import (
+    comparisons_markdown,
+    inline_image,
+    summary_markdown,
+    write_report,
+)
 from malt_lake.sqlfiles import sql_path
 from malt_lake.training.store import AdapterStore
 
@@ -28,6 +41,8 @@ class EvalConfig(dg.Config):
     limit: int | None = Field(default=None, description="Questions per seed, a random subset "
                               "drawn anew per seed (stratified by subject/level where known); "
                               "None = the whole held-out split.")
+    ablations: bool = Field(default=False, description="Also evaluate the paper's ablations: "
+                            "only G trained, only V and R, V and R with SFT alone (no DPO).")
 
 
 @dg.asset(group_name="evaluate", partitions_def=dataset_partitions,
@@ -36,33 +51,43 @@ class EvalConfig(dg.Config):
           kinds={"parquet", "llm"})
 def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
                project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
-    """SA, SA+MV, MA, MA+MV, MALT and MALT+MV on the dataset's held-out split."""
+    """SA, SA+MV, MA, MA+MV, MALT and MALT+MV (and the ablations, if asked) on the dataset's
+    held-out split, with paired bootstrap intervals for MALT against SA and MA."""
     dataset = context.partition_key
     spec = project.settings().dataset(dataset)
     the_lake = lake.lake()
-    adapters = AdapterStore(the_lake.root, dataset).current_paths(ROLES)
+    store = AdapterStore(the_lake.root, dataset)
+    adapters = store.current_paths(ROLES)
+    ablations = (ablation_sets(adapters, store.current_sft_paths(ROLES))
+                 if config.ablations else None)
     untrained = [role for role, path in adapters.items() if path is None]
     if untrained:
         context.log.warning(f"no {dataset} adapter for {', '.join(untrained)}: MALT runs "
                             "those roles on the base model")
-    settings = EvalSettings(**config.model_dump())
+    settings = EvalSettings(**config.model_dump(exclude={"ablations"}))
     budgets = spec.budgets()
     with partition_lock(the_lake, f"evaluation.{dataset}"):
         predictions = evaluate(the_lake, backend.engine(), dataset, spec.eval_split, adapters,
-                               settings, budgets, log=context.log.info)
+                               settings, budgets, log=context.log.info, ablations=ablations)
         the_lake.write_dataset_table("eval_predictions", dataset, predictions)
         the_lake.write_dataset_table("eval_scores", dataset, scores(the_lake, dataset))
+        intervals, comparisons = statistics(the_lake, dataset)
+        the_lake.write_dataset_table("eval_comparisons", dataset, comparisons)
     table = summary(the_lake, dataset)
     truncation = fetch(the_lake, "evaluation/truncation", {"dataset": dataset},
                        derived=True)
-    report, chart, _ = write_report(the_lake.root / "reports", dataset, table, {
-        "model": predictions.column("model")[0].as_py(),
-        "adapters": adapters, "questions_per_seed": predictions.num_rows // (6 * settings.seeds),
-        "token_budgets": budgets.model_dump(), **settings.model_dump()})
+    settings_used = {
+        "model": predictions.column("model")[0].as_py(), "adapters": adapters,
+        "ablations": ablations or "off",
+        "questions_per_seed": predictions.num_rows // (table.num_rows * settings.seeds),
+        "token_budgets": budgets.model_dump(), **settings.model_dump()}
+    report, chart, _ = write_report(the_lake.root / "reports", dataset, table, intervals,
+                                    comparisons, settings_used)
     return dg.MaterializeResult(metadata={
         "truncation": dg.MetadataValue.md(to_markdown(truncation)),
         "dagster/row_count": predictions.num_rows,
-        "results": dg.MetadataValue.md(summary_markdown(table)),
+        "results": dg.MetadataValue.md(summary_markdown(table, intervals)),
+        "differences": dg.MetadataValue.md(comparisons_markdown(comparisons)),
         "chart": dg.MetadataValue.md(inline_image(chart)),
         "report": dg.MetadataValue.path(str(report)),
         "untrained_roles": ", ".join(untrained) or "none",

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from assets import runner
 from malt_lake.errors import MaltLakeError
-from malt_lake.evaluate import summary
+from malt_lake.evaluate import stored_comparisons, summary
 from malt_lake.lake import Lake
 from malt_lake.training.store import AdapterStore
 
@@ -39,6 +39,7 @@ class RoundPlan:
     eval_limit: int | None = None
     train_steps: int | None = None
     recipe: str | None = None
+    ablations: bool = False  # also evaluate the paper's ablations
 
 
 Adapters = dict[str, dict[str, str | None]]  # dataset -> role -> adapter dir (or None)
@@ -50,6 +51,7 @@ class RoundResult:
     warehouse: Path
     adapters: Adapters
     summaries: dict[str, pa.Table] = field(default_factory=dict)
+    comparisons: dict[str, pa.Table] = field(default_factory=dict)
 
 
 def round_warehouse(root: Path, index: int) -> Path:
@@ -101,10 +103,13 @@ def run_round(index: int, root: Path, plan: RoundPlan, previous: Adapters | None
         dataset: AdapterStore(warehouse, dataset).current_paths(ROLES)
         for dataset in plan.datasets})
     evaluation = {k: v for k, v in {"seeds": plan.seeds, "max_tokens": plan.max_tokens,
-                                    "limit": plan.eval_limit}.items() if v is not None}
+                                    "limit": plan.eval_limit,
+                                    "ablations": plan.ablations or None}.items()
+                  if v is not None}
     for dataset in plan.datasets:
         say(f"[bold]evaluating {dataset}[/bold] on held-out questions ({plan.seeds} seed(s))")
         runner.materialize(["evaluation"], dataset, runner.run_config_for(
             selection=["evaluation"], evaluation=evaluation), warehouse=warehouse)
         result.summaries[dataset] = summary(Lake(warehouse), dataset)
+        result.comparisons[dataset] = stored_comparisons(Lake(warehouse), dataset)
     return result

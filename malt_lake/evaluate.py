@@ -7,6 +7,9 @@ role has none). Every system is read off those chains, so the comparison is pair
 - SA: chain 0's generator answer;  SA+MV: majority over the chains' generator answers
 - MA: chain 0's refined answer;    MA+MV: majority over the chains' refined answers
 - MALT / MALT+MV: the same, from the chains with the trained adapters.
+- Ablations (optional, the paper's): MALT(G) trains only the generator, MALT(V+R) only the
+  verifier and refiner, MALT(V+R SFT) the verifier and refiner with SFT alone (no DPO); each
+  is one more adapter set read off the same way, with and without +MV.
 
 Majority vote groups answers with the dataset's own equivalence check; a tie goes to the
 earliest chain. Every prediction is stored with its trajectory, and accuracy is SQL over the
@@ -26,7 +29,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from malt_lake import schemas
+from malt_lake import schemas, stats
 from malt_lake.backends import (
     Backend,
     Completion,
@@ -44,6 +47,8 @@ from malt_lake.rewards.base import check
 
 SYSTEMS = ("SA", "SA+MV", "MA", "MA+MV", "MALT", "MALT+MV")
 ROLES = ("generator", "verifier", "refiner")
+ABLATIONS = ("MALT(G)", "MALT(V+R)", "MALT(V+R SFT)")
+AdapterSet = dict[str, str | None]  # role -> adapter dir, None = the base model
 Log = Callable[[str], None]
 
 
@@ -109,7 +114,7 @@ Chains = dict[str, list[list[Turn]]]  # question_id -> [[G, V, R] turns per chai
 
 
 def run_chains(backend: Backend, questions: Sequence[dict],
-               systems: dict[str, dict[str, str | None]], settings: EvalSettings, seed: int,
+               systems: dict[str, AdapterSet], settings: EvalSettings, seed: int,
                log: Log, budgets: TokenBudgets | None = None) -> dict[str, Chains]:
     """``votes`` G→V→R chains per question for every adapter set, with run seed ``seed``.
 
@@ -191,13 +196,19 @@ def majority(answers: Sequence[str | None], checker: Checker) -> str | None:
 
 
 def predictions(questions: Sequence[dict], base: Chains, trained: Chains, seed: int,
-                split: str, eval_id: str, model: str) -> list[dict[str, Any]]:
-    """One row per (question, system): the prediction, its votes and its trajectory."""
+                split: str, eval_id: str, model: str,
+                ablations: dict[str, Chains] | None = None) -> list[dict[str, Any]]:
+    """One row per (question, system): the prediction, its votes and its trajectory.
+    ``ablations`` maps more trained adapter sets (e.g. "MALT(G)") to their chains; each adds
+    the systems "<label>" and "<label>+MV"."""
+    read_off = [(system, trained if system.startswith("MALT") else base) for system in SYSTEMS]
+    for label, chains in (ablations or {}).items():
+        read_off += [(label, chains), (f"{label}+MV", chains)]
     rows = []
     for q in questions:
         checker = checker_for(q["family"])
-        for system in SYSTEMS:
-            chains = (trained if system.startswith("MALT") else base)[q["question_id"]]
+        for system, source in read_off:
+            chains = source[q["question_id"]]
             turn = 0 if system.startswith("SA") else 2
             voted = system.endswith("+MV")
             used = chains if voted else chains[:1]
@@ -215,6 +226,18 @@ def predictions(questions: Sequence[dict], base: Chains, trained: Chains, seed: 
     return rows
 
 
+def ablation_sets(adapters: AdapterSet, sft_adapters: AdapterSet) -> dict[str, AdapterSet]:
+    """The paper's ablations as adapter sets: only G trained; only V and R; V and R with
+    their SFT stage alone (``sft_adapters``: each role's adapter before DPO)."""
+    return {
+        "MALT(G)": {"generator": adapters["generator"], "verifier": None, "refiner": None},
+        "MALT(V+R)": {"generator": None, "verifier": adapters["verifier"],
+                      "refiner": adapters["refiner"]},
+        "MALT(V+R SFT)": {"generator": None, "verifier": sft_adapters["verifier"],
+                          "refiner": sft_adapters["refiner"]},
+    }
+
+
 def _equivalent(checker: Checker, a: str, b: str) -> bool:
     """The checker's equivalence, never raising on model output."""
     try:
@@ -223,32 +246,56 @@ def _equivalent(checker: Checker, a: str, b: str) -> bool:
         return False
 
 
-def evaluation_id(model: str, adapters: dict[str, str | None], settings: EvalSettings,
-                  dataset: str, split: str, budgets: TokenBudgets | None = None) -> str:
+def evaluation_id(model: str, adapters: AdapterSet, settings: EvalSettings,
+                  dataset: str, split: str, budgets: TokenBudgets | None = None,
+                  ablations: dict[str, AdapterSet] | None = None) -> str:
     blob = json.dumps({"model": model, "adapters": adapters, "settings": settings.model_dump(),
                        "dataset": dataset, "split": split,
-                       "budgets": budgets.model_dump() if budgets else None}, sort_keys=True)
+                       "budgets": budgets.model_dump() if budgets else None,
+                       **({"ablations": ablations} if ablations else {})}, sort_keys=True)
     return "e-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
-             adapters: dict[str, str | None], settings: EvalSettings,
-             budgets: TokenBudgets | None = None, log: Log = print) -> pa.Table:
-    """All six systems over ``settings.seeds`` seeds, each seed on its own random subset of
-    the held-out split (``settings.limit``); returns the eval_predictions rows, which record
-    the questions every seed used."""
+             adapters: AdapterSet, settings: EvalSettings,
+             budgets: TokenBudgets | None = None, log: Log = print,
+             ablations: dict[str, AdapterSet] | None = None) -> pa.Table:
+    """All six systems (and the ``ablations`` adapter sets, if given) over ``settings.seeds``
+    seeds, each seed on its own random subset of the held-out split (``settings.limit``);
+    returns the eval_predictions rows, which record the questions every seed used. Turns
+    that are the same request in two adapter sets (a role untrained in both) are generated
+    once, so ablations share the base and MALT chains where they can."""
     heldout = heldout_questions(lake, dataset, split)
     budgets = budgets or family_budgets(heldout[0]["family"])
-    no_adapters = dict.fromkeys(ROLES)
-    eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split, budgets)
+    ablations = ablations or {}
+    clash = set(ablations) & {"base", "MALT"}
+    if clash:
+        raise ValueError(f"ablation labels {sorted(clash)} are taken")
+    eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split, budgets,
+                            ablations)
     rows: list[dict[str, Any]] = []
     for seed in range(settings.seeds):
         questions = sample_questions(heldout, settings.limit, seed, dataset)
-        chains = run_chains(backend, questions, {"base": no_adapters, "MALT": adapters},
+        chains = run_chains(backend, questions, {"base": dict.fromkeys(ROLES),
+                                                 "MALT": adapters, **ablations},
                             settings, seed, log, budgets)
         rows += predictions(questions, chains["base"], chains["MALT"], seed, split, eval_id,
-                            backend.model_id)
+                            backend.model_id, {label: chains[label] for label in ablations})
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_PREDICTIONS)
+
+
+def statistics(lake: Lake, dataset: str, resamples: int = stats.RESAMPLES
+               ) -> tuple[dict[str, stats.Interval], pa.Table]:
+    """Each system's accuracy interval and the paired comparisons (eval_comparisons rows),
+    from the stored predictions."""
+    cells = fetch(lake, "evaluation/cells", {"dataset": dataset})
+    return (stats.system_intervals(cells, resamples),
+            stats.comparisons(cells, resamples=resamples))
+
+
+def stored_comparisons(lake: Lake, dataset: str) -> pa.Table:
+    """The eval_comparisons rows of the dataset's last evaluation."""
+    return fetch(lake, "evaluation/comparisons", {"dataset": dataset})
 
 
 def scores(lake: Lake, dataset: str) -> pa.Table:

@@ -1,34 +1,67 @@
-"""The evaluation report: the comparison table as Markdown and a bar chart, in the warehouse."""
+"""The evaluation report: the comparison table with confidence intervals as Markdown and a
+chart, in the warehouse."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from malt_lake.plots import accuracy_bars
+from malt_lake.plots import accuracy_intervals
+from malt_lake.stats import LEVEL, Interval
 
 
-def summary_markdown(summary: pa.Table) -> str:
-    lines = ["| system | accuracy (mean ± std) | seeds | predictions |", "|---|---|---|---|"]
+def summary_markdown(summary: pa.Table, intervals: Mapping[str, Interval]) -> str:
+    """Per system: accuracy mean ± std over seeds and its bootstrap interval."""
+    lines = [f"| system | accuracy (mean ± std over seeds) | {LEVEL:.0%} CI | seeds | "
+             "predictions |", "|---|---|---|---|---|"]
     for row in summary.to_pylist():
+        interval = intervals.get(row["system"])
+        ci = f"[{interval.low:.1%}, {interval.high:.1%}]" if interval else "n/a"
         lines.append(f"| {row['system']} | {row['accuracy_mean']:.1%} ± "
-                     f"{row['accuracy_std']:.1%} | {row['seeds']} | {row['predictions']} |")
+                     f"{row['accuracy_std']:.1%} | {ci} | {row['seeds']} | "
+                     f"{row['predictions']} |")
     return "\n".join(lines)
 
 
+def comparisons_markdown(comparisons: pa.Table) -> str:
+    """Per pair: the mean paired difference in points, its interval, and how it reads."""
+    lines = [f"| system − baseline | difference | {LEVEL:.0%} CI | cells | reads |",
+             "|---|---|---|---|---|"]
+    for row in comparisons.to_pylist():
+        lines.append(f"| {row['system']} − {row['baseline']} | "
+                     f"{points(row['difference'])} | [{points(row['ci_low'])}, "
+                     f"{points(row['ci_high'])}] | {row['cells']} | {row['verdict']} |")
+    return "\n".join(lines)
+
+
+def points(fraction: float) -> str:
+    """An accuracy difference in percentage points, signed."""
+    return f"{fraction * 100:+.1f} pts"
+
+
 def write_report(reports_dir: Path, dataset: str, summary: pa.Table,
+                 intervals: Mapping[str, Interval], comparisons: pa.Table,
                  context: dict[str, Any]) -> tuple[Path, Path, str]:
     """Write ``eval-<dataset>.md`` and ``.png``; returns (md path, png path, markdown)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
-    rows = [(r["system"], r["accuracy_mean"], r["accuracy_std"]) for r in summary.to_pylist()]
+    systems = [(name, i.mean, i.low, i.high) for name in summary.column("system").to_pylist()
+               if (i := intervals.get(name))]
+    differences = [(f"{r['system']} − {r['baseline']}", r["difference"], r["ci_low"],
+                    r["ci_high"]) for r in comparisons.to_pylist()]
     split = summary.column("split")[0].as_py() if summary.num_rows else "?"
-    chart = accuracy_bars(rows, reports_dir / f"eval-{dataset}.png",
-                          f"{dataset} ({split}): accuracy, mean ± std over seeds")
+    resamples = comparisons.column("resamples")[0].as_py() if comparisons.num_rows else 0
+    chart = accuracy_intervals(systems, differences, reports_dir / f"eval-{dataset}.png",
+                               f"{dataset} ({split}): accuracy by system")
     settings = "\n".join(f"- {key}: {value}" for key, value in context.items())
-    body = (f"# Evaluation: {dataset} ({split})\n\n{summary_markdown(summary)}\n\n"
+    body = (f"# Evaluation: {dataset} ({split})\n\n{summary_markdown(summary, intervals)}\n\n"
+            f"## Paired differences\n\n{comparisons_markdown(comparisons)}\n\n"
+            f"Intervals: {LEVEL:.0%} paired bootstrap over questions and seeds ({resamples} "
+            "resamples: questions drawn with replacement, then each drawn question's seeds). "
+            "A difference whose interval holds 0 is within noise.\n\n"
             f"![accuracy by system]({chart.name})\n\n## Settings\n{settings}\n")
     report = reports_dir / f"eval-{dataset}.md"
     temp = report.with_suffix(".md.partial")

@@ -136,7 +136,7 @@ EVAL_PREDICTIONS = pa.schema([
     ("dataset", pa.string()),
     ("split", pa.string()),
     ("seed", pa.int64()),
-    ("system", pa.string()),        # SA | SA+MV | MA | MA+MV | MALT | MALT+MV
+    ("system", pa.string()),        # SA | SA+MV | MA | MA+MV | MALT | MALT+MV | <ablation>[+MV]
     ("question_id", pa.string()),
     ("answer", pa.string()),        # ground truth
     ("pred_answer", pa.string()),   # the system's answer (after the vote for +MV)
@@ -153,6 +153,20 @@ EVAL_SCORES = pa.schema([
     ("seed", pa.int64()),
     ("accuracy", pa.float64()),
     ("n", pa.int64()),
+])
+
+EVAL_COMPARISONS = pa.schema([
+    ("dataset", pa.string()),
+    ("system", pa.string()),        # e.g. MALT+MV
+    ("baseline", pa.string()),      # e.g. MA+MV
+    ("difference", pa.float64()),   # mean paired accuracy difference, system - baseline
+    ("ci_low", pa.float64()),       # bootstrap interval over questions and seeds
+    ("ci_high", pa.float64()),
+    ("level", pa.float64()),        # 0.95
+    ("questions", pa.int64()),
+    ("cells", pa.int64()),          # (seed, question) pairs compared
+    ("resamples", pa.int64()),
+    ("verdict", pa.string()),       # better | worse | within noise
 ])
 
 ROLES = ("generator", "verifier", "refiner")
@@ -174,7 +188,8 @@ PARTITIONED: dict[str, pa.Schema] = {
 UNPARTITIONED: dict[str, pa.Schema] = {"shards": SHARDS}
 # Tables with one file per dataset (evaluation runs over a dataset's held-out split).
 BY_DATASET: dict[str, pa.Schema] = {"eval_predictions": EVAL_PREDICTIONS,
-                                    "eval_scores": EVAL_SCORES}
+                                    "eval_scores": EVAL_SCORES,
+                                    "eval_comparisons": EVAL_COMPARISONS}
 
 
 def schema_of(table: str) -> pa.Schema:

@@ -13,12 +13,13 @@ from assets.definitions import ALL_ASSETS
 from assets.resources import BackendResource
 from malt_lake.backends.base import Completion
 from malt_lake.backends.embedded import MODEL_ID
-from malt_lake.evaluate import SYSTEMS, majority
+from malt_lake.evaluate import ABLATIONS, SYSTEMS, majority
 from malt_lake.query import run_read_only
 from malt_lake.rewards import checker_for
-from malt_lake.training.store import AdapterStore, write_manifest
+from malt_lake.training.store import SFT_STAGE, AdapterStore, write_manifest
 from tests.resources import asset_resources
 
+ROLES = ("generator", "verifier", "refiner")
 TREE = ["generations", "critiques", "refinements", "generation_rewards", "leaf_rewards",
         "credit", "sft_generator", "sft_verifier", "sft_refiner", "dpo_generator",
         "dpo_verifier", "dpo_refiner"]
@@ -290,3 +291,49 @@ def test_each_seed_evaluates_its_own_random_subset(lake, instance):
     first_five = sorted(r["question_id"] for r in run_read_only(
         lake, "select question_id from questions where shard like 'heldout.%'").to_pylist())[:5]
     assert any(sorted(ids) != first_five for ids in used.values())
+
+
+def test_ablations_are_more_adapter_sets_that_share_the_base_and_malt_turns(lake, instance):
+    resources = ingested(lake, instance)
+    fake_adapters(lake.root)
+    store = AdapterStore(lake.root, "arith")
+    for role in ("verifier", "refiner"):  # DPO ran: the SFT stage sits inside the adapter
+        (store.current(role) / SFT_STAGE).mkdir(parents=True)
+        (store.current(role) / SFT_STAGE / "adapter_config.json").write_text("{}")
+    result = dg.materialize(ALL_ASSETS, selection=["evaluation"], partition_key="arith",
+                            instance=instance, resources=resources, run_config={"ops": {
+                                "evaluation": {"config": {"seeds": 2, "limit": 4,
+                                                          "max_tokens": 16,
+                                                          "ablations": True}}}})
+    assert result.success
+    turns = run_read_only(lake, """
+        select system, seed, question_id, t.chain, t.role, t.text,
+               regexp_extract(t.adapter, '(v-fake(/stages/sft)?)$') as adapter
+        from (select *, unnest(trajectory) t from eval_predictions where system like '%+MV')
+        """).to_pylist()
+    systems = {r["system"] for r in turns}
+    assert systems == {"SA+MV", "MA+MV", "MALT+MV"} | {f"{a}+MV" for a in ABLATIONS}
+    adapter = {(r["system"], r["role"]): r["adapter"] or None for r in turns}
+    sft = "v-fake/stages/sft"
+    assert [adapter[("MALT(G)+MV", role)] for role in ROLES] == ["v-fake", None, None]
+    assert [adapter[("MALT(V+R)+MV", role)] for role in ROLES] == [None, "v-fake", "v-fake"]
+    assert [adapter[("MALT(V+R SFT)+MV", role)] for role in ROLES] == [None, sft, sft]
+    text = {(r["system"], r["seed"], r["question_id"], r["chain"], r["role"]): r["text"]
+            for r in turns}
+    generator = [k for k in text if k[4] == "generator"]
+    # a role untrained in two adapter sets is the same request: the same turn
+    assert all(text[k] == text[("MA+MV", *k[1:])] for k in generator
+               if k[0] in ("MALT(V+R)+MV", "MALT(V+R SFT)+MV"))
+    assert all(text[k] == text[("MALT+MV", *k[1:])] for k in generator if k[0] == "MALT(G)+MV")
+    assert any(text[k] != text[("MA+MV", *k[1:])] for k in generator if k[0] == "MALT+MV")
+
+    pairs = [(r["system"], r["baseline"]) for r in run_read_only(
+        lake, "select * from eval_comparisons").to_pylist()]
+    assert pairs[:4] == [("MALT", "MA"), ("MALT", "SA"), ("MALT+MV", "MA+MV"),
+                         ("MALT+MV", "SA+MV")]
+    assert {(f"{a}+MV", "MA+MV") for a in ABLATIONS} <= set(pairs)
+    stages = set(run_read_only(lake, "select stage from truncation where stage like 'eval %'"
+                               ).column("stage").to_pylist())
+    assert stages == {"eval base", "eval MALT"} | {f"eval {a}" for a in ABLATIONS}
+    report = (lake.root / "reports" / "eval-arith.md").read_text()
+    assert "| MALT(V+R SFT)+MV − MA+MV |" in report and "within noise" in report

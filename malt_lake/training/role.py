@@ -28,7 +28,7 @@ from malt_lake.training.data import (
     sft_examples,
     within_max_length,
 )
-from malt_lake.training.store import AdapterStore, write_manifest
+from malt_lake.training.store import SFT_STAGE, AdapterStore, write_manifest
 from malt_lake.training.trainer import Log, StageResult
 
 LOSS_PLOT = "loss.png"
@@ -162,7 +162,7 @@ def _dpo_on_sft(model, tokenizer, dpo_rows: RoleExamples, recipe: Recipe, role: 
 
     from malt_lake.training.trainer import train_dpo
 
-    sft_dir = build / "stages" / "sft"
+    sft_dir = build / SFT_STAGE
     model.save_pretrained(sft_dir)
     policy = PeftModel.from_pretrained(_bare_base(model), sft_dir, is_trainable=True)
     log(f"{role}: DPO on {dpo_rows.n_rows} pairs (reference: the SFT adapter)")

@@ -26,6 +26,7 @@ from malt_lake.names import check_name
 
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"
+SFT_STAGE = Path("stages") / "sft"  # inside a version: the adapter before DPO, when DPO ran
 
 
 class AdapterStore:
@@ -58,6 +59,18 @@ class AdapterStore:
     def current_paths(self, roles: tuple[str, ...]) -> dict[str, str | None]:
         """{role: published adapter dir or None}: what generation and evaluation use."""
         return {role: (str(d) if (d := self.current(role)) else None) for role in roles}
+
+    def current_sft_paths(self, roles: tuple[str, ...]) -> dict[str, str | None]:
+        """{role: the published adapter as it was after SFT, or None}: its saved SFT stage
+        when DPO ran on top, else the adapter itself (for the SFT-only ablation)."""
+        paths: dict[str, str | None] = {}
+        for role in roles:
+            directory = self.current(role)
+            if directory is not None and (directory / SFT_STAGE / "adapter_config.json"
+                                          ).is_file():
+                directory = directory / SFT_STAGE
+            paths[role] = str(directory) if directory else None
+        return paths
 
     def manifest(self, directory: Path) -> dict[str, Any]:
         return json.loads((directory / MANIFEST).read_text(encoding="utf-8"))

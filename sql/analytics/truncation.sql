@@ -1,6 +1,7 @@
 -- how often each role's samples hit their token budget (finish_reason 'length'), per dataset
 -- and split: in tree expansion (every node) and in evaluation (every chain's turns, from the
--- MA+MV and MALT+MV rows, which hold each chain's G, V and R turns once). A truncated sample
+-- MA+MV, MALT+MV and ablation +MV rows, which hold each chain's G, V and R turns once; the
+-- stage names the adapter set: eval base, eval MALT, eval MALT(G), ...). A truncated sample
 -- is scored only on a complete explicit answer marker; a high rate means the budget is too
 -- small for the model's answers.
 create or replace view truncation as
@@ -13,10 +14,11 @@ cte_expansion as (
 ),
 cte_eval_turns as (
     select dataset, split,
-           case when system = 'MALT+MV' then 'eval MALT' else 'eval base' end as stage,
+           'eval ' || case when system = 'MA+MV' then 'base'
+                           else replace(system, '+MV', '') end as stage,
            unnest(trajectory) as t
     from eval_predictions
-    where system in ('MA+MV', 'MALT+MV')
+    where system like 'MA%+MV'
 ),
 cte_samples as (
     select * from cte_expansion

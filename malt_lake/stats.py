@@ -1,0 +1,150 @@
+"""Confidence intervals for the held-out comparison: a paired two-stage bootstrap.
+
+The unit of evaluation is a cell (seed, question): every system answered the same question
+under the same seed, so a difference between two systems is taken cell by cell (paired).
+Cells of one question are correlated (a hard question is hard under every seed), so the
+bootstrap resamples questions first and then, within each drawn question, the seeds that
+evaluated it (a two-stage cluster bootstrap over questions and seeds). The interval is the
+percentile interval of the resampled means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from malt_lake import schemas
+from malt_lake.errors import LakeError
+
+# (system, baseline): the paper's claims, each without and with majority vote
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("MALT", "MA"), ("MALT", "SA"), ("MALT+MV", "MA+MV"), ("MALT+MV", "SA+MV"))
+LEVEL = 0.95
+RESAMPLES = 10_000
+_CHUNK_CELLS = 4_000_000  # drawn cells per vectorized batch of resamples
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its bootstrap confidence interval and what it was computed over."""
+
+    mean: float
+    low: float
+    high: float
+    questions: int
+    cells: int
+
+    @property
+    def verdict(self) -> str:
+        """How a difference reads: its sign when the interval excludes 0, else noise."""
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "within noise"
+
+
+def cell_matrix(cells: pa.Table, system: str, baseline: str | None = None
+                ) -> tuple[np.ndarray, list[str]]:
+    """(questions x seeds) matrix of ``system``'s correctness (0/1), or of its difference to
+    ``baseline`` (-1/0/1), NaN where the seed did not evaluate the question. ``cells`` has
+    columns seed, question_id, system, correct (one row per cell and system)."""
+    rows = cells.select(["seed", "question_id", "system", "correct"]).to_pylist()
+    seeds = sorted({r["seed"] for r in rows})
+    questions = sorted({r["question_id"] for r in rows})
+    seed_at = {s: i for i, s in enumerate(seeds)}
+    question_at = {q: i for i, q in enumerate(questions)}
+    values = {name: np.full((len(questions), len(seeds)), np.nan)
+              for name in {system, baseline} - {None}}
+    for r in rows:
+        if r["system"] in values:
+            values[r["system"]][question_at[r["question_id"]], seed_at[r["seed"]]] = \
+                float(bool(r["correct"]))
+    if not values or np.isnan(values[system]).all():
+        raise LakeError(f"no predictions of system {system!r} to compare")
+    if baseline is None:
+        return values[system], questions
+    if np.isnan(values[baseline]).all():
+        raise LakeError(f"no predictions of system {baseline!r} to compare")
+    unpaired = np.isnan(values[system]) != np.isnan(values[baseline])
+    if unpaired.any():
+        raise LakeError(f"{int(unpaired.sum())} (seed, question) cells have a prediction of "
+                        f"only one of {system!r} and {baseline!r}: the comparison must be "
+                        "paired (re-run the evaluation)")
+    return values[system] - values[baseline], questions
+
+
+def bootstrap(matrix: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
+              level: float = LEVEL) -> Interval:
+    """Mean of the matrix's cells and its two-stage bootstrap percentile interval:
+    questions (rows) drawn with replacement, then each drawn question's evaluated seeds
+    (its non-NaN cells) drawn with replacement."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    present = ~np.isnan(matrix)
+    keep = present.any(axis=1)
+    matrix, present = matrix[keep], present[keep]
+    n_questions, n_seeds = matrix.shape
+    if n_questions == 0:
+        raise LakeError("no evaluated cells to bootstrap")
+    counts = present.sum(axis=1)
+    # each question's values packed to the left: drawing index < count picks an evaluated cell
+    order = np.argsort(~present, axis=1, kind="stable")
+    packed = np.take_along_axis(np.where(present, matrix, 0.0), order, axis=1)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    per_batch = max(1, _CHUNK_CELLS // (n_questions * n_seeds))
+    for start in range(0, resamples, per_batch):
+        size = min(per_batch, resamples - start)
+        drawn = rng.integers(0, n_questions, size=(size, n_questions))
+        drawn_counts = counts[drawn]
+        picks = (rng.random((size, n_questions, n_seeds)) * drawn_counts[..., None]).astype(int)
+        values = packed[drawn[..., None], picks]
+        valid = np.arange(n_seeds) < drawn_counts[..., None]
+        means[start:start + size] = ((values * valid).sum(axis=(1, 2))
+                                     / drawn_counts.sum(axis=1))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(mean=float(matrix[present].mean()), low=float(low), high=float(high),
+                    questions=n_questions, cells=int(counts.sum()))
+
+
+def system_intervals(cells: pa.Table, resamples: int = RESAMPLES, seed: int = 0
+                     ) -> dict[str, Interval]:
+    """Each system's accuracy with its interval."""
+    systems = sorted(set(cells.column("system").to_pylist()))
+    return {name: bootstrap(cell_matrix(cells, name)[0], resamples, seed) for name in systems}
+
+
+def comparison_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
+    """The paper's pairs, then every other trained system (an ablation) against the
+    untrained multi-agent baseline, voted against voted."""
+    pairs = list(COMPARISONS)
+    for system in systems:
+        if system.startswith("MALT(") and not system.endswith("+MV"):
+            pairs += [(system, "MA"), (f"{system}+MV", "MA+MV")]
+    return pairs
+
+
+def comparisons(cells: pa.Table, pairs: Sequence[tuple[str, str]] | None = None,
+                resamples: int = RESAMPLES, seed: int = 0) -> pa.Table:
+    """One row per (system, baseline) pair present in ``cells`` (default: ``comparison_pairs``
+    of its systems): the mean paired difference in accuracy, its interval and a verdict
+    (better / worse / within noise)."""
+    present = set(cells.column("system").to_pylist())
+    pairs = comparison_pairs(sorted(present)) if pairs is None else pairs
+    rows = []
+    dataset = cells.column("dataset")[0].as_py() if cells.num_rows else None
+    for system, baseline in pairs:
+        if system not in present or baseline not in present:
+            continue
+        interval = bootstrap(cell_matrix(cells, system, baseline)[0], resamples, seed)
+        rows.append({"dataset": dataset, "system": system, "baseline": baseline,
+                     "difference": interval.mean, "ci_low": interval.low,
+                     "ci_high": interval.high, "level": LEVEL, "questions": interval.questions,
+                     "cells": interval.cells, "resamples": resamples,
+                     "verdict": interval.verdict})
+    return pa.Table.from_pylist(rows, schema=schemas.EVAL_COMPARISONS)
