@@ -13,6 +13,7 @@ from malt_lake.evaluate import (
     EvalSettings,
     ablation_sets,
     evaluate,
+    flips,
     scores,
     statistics,
     summary,
@@ -22,6 +23,7 @@ from malt_lake.markdown import to_markdown
 from malt_lake.query import fetch
 from malt_lake.report import (
     comparisons_markdown,
+    flips_markdown,
     inline_image,
     summary_markdown,
     write_report,
@@ -74,6 +76,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
         intervals, comparisons = statistics(the_lake, dataset)
         the_lake.write_dataset_table("eval_comparisons", dataset, comparisons)
     table = summary(the_lake, dataset)
+    flip_table = flips(the_lake, dataset)
     truncation = fetch(the_lake, "evaluation/truncation", {"dataset": dataset},
                        derived=True)
     settings_used = {
@@ -82,12 +85,13 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
         "questions_per_seed": predictions.num_rows // (table.num_rows * settings.seeds),
         "token_budgets": budgets.model_dump(), **settings.model_dump()}
     report, chart, _ = write_report(the_lake.root / "reports", dataset, table, intervals,
-                                    comparisons, settings_used)
+                                    comparisons, flip_table, settings_used)
     return dg.MaterializeResult(metadata={
         "truncation": dg.MetadataValue.md(to_markdown(truncation)),
         "dagster/row_count": predictions.num_rows,
         "results": dg.MetadataValue.md(summary_markdown(table, intervals)),
         "differences": dg.MetadataValue.md(comparisons_markdown(comparisons)),
+        "flips": dg.MetadataValue.md(flips_markdown(flip_table)),
         "chart": dg.MetadataValue.md(inline_image(chart)),
         "report": dg.MetadataValue.path(str(report)),
         "untrained_roles": ", ".join(untrained) or "none",

@@ -78,6 +78,7 @@ class Turn:
     n_prompt_tokens: int = 0
     n_tokens: int = 0
     request_seed: int | None = None
+    correct: bool | None = None  # the turn's own answer is right (G and R; None for V)
 
 
 def heldout_questions(lake: Lake, dataset: str, split: str) -> list[dict]:
@@ -174,12 +175,15 @@ def _generate_unique(backend: Backend, requests: list[GenerationRequest],
 
 
 def _turn(question: dict, role: str, out: Completion, request: GenerationRequest) -> Turn:
-    pred = None
-    if role != "verifier" and out.text:
-        pred = check(checker_for(question["family"]), out.text, question["answer"],
-                     question["choices"], truncated=out.finish_reason == "length").pred_answer
+    pred, correct = None, None
+    if role != "verifier":
+        correct = False
+        if out.text:
+            result = check(checker_for(question["family"]), out.text, question["answer"],
+                           question["choices"], truncated=out.finish_reason == "length")
+            pred, correct = result.pred_answer, result.reward == 1
     return Turn(role, out.text, pred, request.adapter, out.finish_reason, out.n_prompt_tokens,
-                out.n_tokens, request.seed)
+                out.n_tokens, request.seed, correct)
 
 
 def majority(answers: Sequence[str | None], checker: Checker) -> str | None:
@@ -291,6 +295,11 @@ def statistics(lake: Lake, dataset: str, resamples: int = stats.RESAMPLES
     cells = fetch(lake, "evaluation/cells", {"dataset": dataset})
     return (stats.system_intervals(cells, resamples),
             stats.comparisons(cells, resamples=resamples))
+
+
+def flips(lake: Lake, dataset: str) -> pa.Table:
+    """Per adapter set: how often V and R keep, break or fix the generator's answer."""
+    return fetch(lake, "evaluation/flips", {"dataset": dataset})
 
 
 def stored_comparisons(lake: Lake, dataset: str) -> pa.Table:

@@ -43,8 +43,20 @@ def points(fraction: float) -> str:
     return f"{fraction * 100:+.1f} pts"
 
 
+def flips_markdown(flips: pa.Table) -> str:
+    """Per adapter set: the generator's answer against the refined one, chain by chain."""
+    lines = ["| adapters | chains | G right → R right | G right → R wrong | G wrong → R right "
+             "| G wrong → R wrong | G accuracy | R accuracy |", "|---|---|---|---|---|---|---|---|"]
+    for r in flips.to_pylist():
+        lines.append(f"| {r['adapter_set']} | {r['chains']} | {r['correct_kept']} | "
+                     f"{r['correct_to_incorrect']} | {r['incorrect_to_correct']} | "
+                     f"{r['incorrect_kept']} | {r['generator_accuracy']:.1%} | "
+                     f"{r['refiner_accuracy']:.1%} |")
+    return "\n".join(lines)
+
+
 def write_report(reports_dir: Path, dataset: str, summary: pa.Table,
-                 intervals: Mapping[str, Interval], comparisons: pa.Table,
+                 intervals: Mapping[str, Interval], comparisons: pa.Table, flips: pa.Table,
                  context: dict[str, Any]) -> tuple[Path, Path, str]:
     """Write ``eval-<dataset>.md`` and ``.png``; returns (md path, png path, markdown)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +74,8 @@ def write_report(reports_dir: Path, dataset: str, summary: pa.Table,
             f"Intervals: {LEVEL:.0%} paired bootstrap over questions and seeds ({resamples} "
             "resamples: questions drawn with replacement, then each drawn question's seeds). "
             "A difference whose interval holds 0 is within noise.\n\n"
+            "## What V and R do to the generator's answer\n\n"
+            f"{flips_markdown(flips)}\n\n"
             f"![accuracy by system]({chart.name})\n\n## Settings\n{settings}\n")
     report = reports_dir / f"eval-{dataset}.md"
     temp = report.with_suffix(".md.partial")

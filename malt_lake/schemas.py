@@ -129,7 +129,8 @@ DPO = pa.schema([
 TURN = pa.struct([("chain", pa.int64()), ("role", pa.string()), ("text", pa.string()),
                   ("pred_answer", pa.string()), ("adapter", pa.string()),
                   ("finish_reason", pa.string()), ("n_prompt_tokens", pa.int64()),
-                  ("n_tokens", pa.int64()), ("request_seed", pa.int64())])
+                  ("n_tokens", pa.int64()), ("request_seed", pa.int64()),
+                  ("correct", pa.bool_())])  # the turn's own answer (G, R); null for V
 
 EVAL_PREDICTIONS = pa.schema([
     ("eval_id", pa.string()),       # hash of model, adapters, settings, dataset, split

@@ -14,7 +14,7 @@ from assets.resources import BackendResource
 from malt_lake.backends.base import Completion
 from malt_lake.backends.embedded import MODEL_ID
 from malt_lake.evaluate import ABLATIONS, SYSTEMS, majority
-from malt_lake.query import run_read_only
+from malt_lake.query import fetch, run_read_only
 from malt_lake.rewards import checker_for
 from malt_lake.training.store import SFT_STAGE, AdapterStore, write_manifest
 from tests.resources import asset_resources
@@ -108,8 +108,23 @@ def test_evaluation_plumbing_with_the_fake_backend(lake, instance):
         select distinct unnest(trajectory).adapter a from eval_predictions
         where system = 'MALT'""").column("a").to_pylist()
     assert all(a and a.endswith("v-fake") for a in malt_adapters)
+    # every G and R turn says whether its own answer is right, agreeing with SA and MA
+    turn_vs_system = run_read_only(lake, """
+        select system, correct, t.correct as turn_correct
+        from (select *, trajectory[len(trajectory)] t from eval_predictions
+              where system in ('SA', 'MA', 'MALT'))""").to_pylist()
+    assert all(r["correct"] == r["turn_correct"] for r in turn_vs_system)
+    flip_rows = fetch(lake, "evaluation/flips", {"dataset": "arith"}).to_pylist()
+    assert [r["adapter_set"] for r in flip_rows] == ["base", "MALT"]
+    for r in flip_rows:
+        assert r["chains"] == 2 * n_heldout * 3 == sum(
+            r[k] for k in ("correct_kept", "correct_to_incorrect", "incorrect_to_correct",
+                           "incorrect_kept"))
+        assert r["refiner_accuracy"] == pytest.approx(
+            (r["correct_kept"] + r["incorrect_to_correct"]) / r["chains"])
     report = lake.root / "reports" / "eval-arith.md"
     assert "| MALT+MV |" in report.read_text() and report.with_suffix(".png").is_file()
+    assert "| base | " in report.read_text()
     meta = result.asset_materializations_for_node("evaluation")[0].metadata
     assert "data:image/png;base64," in meta["chart"].value
 
