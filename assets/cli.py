@@ -6,13 +6,16 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from assets import pipeline, runner
+from assets.study import STUDY_PROJECT, StudyPlan
 from malt_lake.cli import app, console, current_lake, print_frame, run
 from malt_lake.query import run_read_only
+from malt_lake.settings import BUILTIN_PROJECTS
 
 
 @app.command()
@@ -170,6 +173,63 @@ def demo(
         f"Change theta:     .venv/bin/malt-lake materialize --select cheap --partition "
         f"{train[0]} --theta 0.7   (no model calls)\n"
     )
+
+
+@app.command()
+def study(
+    warehouse: Annotated[Path | None, typer.Option(
+        help="The study's lake and Dagster instance (default: <warehouse>/study).")] = None,
+    config: Annotated[str, typer.Option(
+        help="Project: the built-in 'study' or a TOML file (e.g. "
+             "configs/shared-datasets.toml).")] = STUDY_PROJECT,
+    dataset: Annotated[str, typer.Option(help="The dataset to study.")] = StudyPlan.dataset,
+    train_shards: Annotated[int | None, typer.Option(
+        help="Training shards to expand (default all; the built-in study has 8 of 32 "
+             "questions).")] = None,
+    seeds: Annotated[int, typer.Option(help="Evaluation seeds.")] = StudyPlan.seeds,
+    eval_limit: Annotated[int, typer.Option(
+        help="Held-out questions per seed (0: the whole held-out split).")] = 0,
+    n: Annotated[int, typer.Option(help="Branching factor.")] = StudyPlan.n,
+    theta: Annotated[float, typer.Option(help="Credit threshold.")] = StudyPlan.theta,
+    max_tokens: Annotated[int | None, typer.Option(
+        help="Most new tokens per turn; default the dataset's budgets.")] = None,
+    recipe: Annotated[str, typer.Option(
+        help="Training recipe name or TOML path.")] = StudyPlan.recipe,
+    train_steps: Annotated[int | None, typer.Option(
+        help="Cap every training stage (default: the recipe's).")] = None,
+    ablations: Annotated[bool, typer.Option(
+        help="Also evaluate the paper's ablations (only G trained, only V and R, V and R "
+             "with SFT alone).")] = False,
+) -> None:
+    """The whole method at a CPU scale on the built-in arithmetic (256 training questions,
+    240 held-out), then a report: SA, MA and MALT (each with MV@3) with paired bootstrap
+    intervals, and the diagnostics that explain the outcome. A rerun resumes."""
+    from assets.study import goal_lines, run_study
+
+    root = (warehouse or current_lake().root / "study").expanduser().resolve()
+    os.environ["MALT_WAREHOUSE"] = str(root)
+    os.environ["MALT_CONFIG"] = (config if config in BUILTIN_PROJECTS
+                                 else str(Path(config).expanduser().resolve()))
+    os.environ.setdefault("DAGSTER_HOME", str(root / "dagster"))
+    plan = StudyPlan(dataset=dataset, train_shards=train_shards, n=n, theta=theta, seeds=seeds,
+                     eval_limit=eval_limit or None, max_tokens=max_tokens, recipe=recipe,
+                     train_steps=train_steps, ablations=ablations)
+    result = run_study(root, plan, console.print)
+    console.print(f"\n[bold]Held-out accuracy[/bold] ({root})")
+    print_frame(_summary_frame(result.summary), limit=20)
+    _print_comparisons(result.comparisons)
+    for line in goal_lines(result.comparisons):
+        console.print(f"[bold]{line}[/bold]")
+    _print_truncation(root)
+    env = f"MALT_WAREHOUSE={root} MALT_CONFIG={os.environ['MALT_CONFIG']}"
+    console.print(
+        f"\nDone in {sum(result.phases.values()):.0f}s ("
+        + ", ".join(f"{k} {v:.0f}s" for k, v in result.phases.items()) + ").\n"
+        f"Study report:  {result.report}\n"
+        f"Evaluation:    {root / 'reports' / f'eval-{dataset}.md'} (+ .png chart)\n"
+        f"Open the UI:   {env} .venv/bin/malt-lake ui\n"
+        f"Query:         {env} .venv/bin/malt-lake sql \"select * from eval_comparisons\"\n"
+        "Run it again to resume after an interruption; --theta re-labels the stored trees.")
 
 
 @app.command(name="rounds")

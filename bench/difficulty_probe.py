@@ -25,6 +25,9 @@ SETTINGS = {
     "1 step, numbers <= 3, +": dict(max_steps=1, max_number=3, operations=["add"]),
     "1 step, numbers <= 9, +": dict(max_steps=1, max_number=9, operations=["add"]),
     "1-2 steps, numbers <= 9, + -": dict(max_steps=2, max_number=9, operations=["add", "sub"]),
+    "1 step, numbers <= 20, +": dict(max_steps=1, max_number=20, operations=["add"]),
+    "1 step, numbers <= 50, +": dict(max_steps=1, max_number=50, operations=["add"]),
+    "1-2 steps, numbers <= 9, +": dict(max_steps=2, max_number=9, operations=["add"]),
 }
 
 

@@ -13,10 +13,10 @@ from malt_lake.backends.vllm_backend import VLLMBackend
 from malt_lake.budgets import FAMILY_BUDGETS, TokenBudgets
 from malt_lake.query import run_read_only
 from malt_lake.settings import load_settings
-from malt_lake.training.config import load_recipe
+from malt_lake.training.config import load_recipe, recipe_names
 from tests.resources import asset_resources
 
-RECIPES = ["gpu-qwen2.5-1.5b", "gpu-llama3.1-8b", "cpu-smollm2"]
+RECIPES = sorted(recipe_names())
 
 
 @pytest.mark.parametrize("recipe_name", RECIPES)

@@ -11,6 +11,7 @@ from malt_lake.datasets import load_split
 from malt_lake.datasets.arithmetic import generate, is_heldout_skeleton
 from malt_lake.errors import ConfigError, DatasetRowError, HubUnavailable
 from malt_lake.settings import (
+    BUILTIN_DIFFICULTY,
     ArithmeticSource,
     DatasetSpec,
     FileSource,
@@ -193,3 +194,16 @@ def test_config_file_paths_expand_env_and_errors_are_clear(tmp_path, monkeypatch
         load_settings(config)
     with pytest.raises(ConfigError, match="unknown dataset 'nope'; configured: arith"):
         load_settings(None).dataset("nope")
+
+
+def test_built_in_projects_by_name_share_one_difficulty_and_keep_held_out_apart():
+    demo, study = load_settings("demo").dataset("arith"), load_settings("study").dataset("arith")
+    assert load_settings(None) == load_settings("demo")
+    for spec in (demo, study):
+        knobs = {k: getattr(spec.splits["heldout"], k) for k in BUILTIN_DIFFICULTY}
+        assert knobs == BUILTIN_DIFFICULTY and spec.splits["heldout"].heldout
+    assert set(study.splits) == {"train", "dev", "heldout"}
+    assert study.splits["heldout"].count >= 200 and not study.splits["dev"].heldout
+    held_out = {p.skeleton for p in generate(study.splits["heldout"])}
+    trained = {p.skeleton for s in ("train", "dev") for p in generate(study.splits[s])}
+    assert held_out and not held_out & trained
