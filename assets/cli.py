@@ -210,7 +210,9 @@ def study(
     os.environ["MALT_WAREHOUSE"] = str(root)
     os.environ["MALT_CONFIG"] = (config if config in BUILTIN_PROJECTS
                                  else str(Path(config).expanduser().resolve()))
-    os.environ.setdefault("DAGSTER_HOME", str(root / "dagster"))
+    # its own instance, whatever DAGSTER_HOME says: another project's instance holds other
+    # partitions under the same keys (arith.train.0000 of the demo is not the study's)
+    os.environ["DAGSTER_HOME"] = str(root / "dagster")
     plan = StudyPlan(dataset=dataset, train_shards=train_shards, n=n, theta=theta, seeds=seeds,
                      eval_limit=eval_limit or None, max_tokens=max_tokens, recipe=recipe,
                      train_steps=train_steps, ablations=ablations)
@@ -221,7 +223,8 @@ def study(
     for line in goal_lines(result.comparisons):
         console.print(f"[bold]{line}[/bold]")
     _print_truncation(root)
-    env = f"MALT_WAREHOUSE={root} MALT_CONFIG={os.environ['MALT_CONFIG']}"
+    env = (f"MALT_WAREHOUSE={root} MALT_CONFIG={os.environ['MALT_CONFIG']} "
+           f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     console.print(
         f"\nDone in {sum(result.phases.values()):.0f}s ("
         + ", ".join(f"{k} {v:.0f}s" for k, v in result.phases.items()) + ").\n"

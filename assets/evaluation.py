@@ -62,6 +62,12 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
     adapters = store.current_paths(ROLES)
     ablations = (ablation_sets(adapters, store.current_sft_paths(ROLES))
                  if config.ablations else None)
+    sft_only = (ablations or {}).get("MALT(V+R SFT)", {})
+    no_dpo = [role for role in ("verifier", "refiner")
+              if adapters[role] and sft_only.get(role) == adapters[role]]
+    if no_dpo:
+        context.log.warning(f"{', '.join(no_dpo)}: DPO did not run, so MALT(V+R SFT) uses the "
+                            "same adapter as MALT(V+R) for it")
     untrained = [role for role, path in adapters.items() if path is None]
     if untrained:
         context.log.warning(f"no {dataset} adapter for {', '.join(untrained)}: MALT runs "
@@ -82,6 +88,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
     settings_used = {
         "model": predictions.column("model")[0].as_py(), "adapters": adapters,
         "ablations": ablations or "off",
+        "ablation_roles_without_dpo": ", ".join(no_dpo) or "none",
         "questions_per_seed": predictions.num_rows // (table.num_rows * settings.seeds),
         "token_budgets": budgets.model_dump(), **settings.model_dump()}
     report, chart, _ = write_report(the_lake.root / "reports", dataset, table, intervals,

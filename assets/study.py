@@ -3,9 +3,9 @@ training helped, with intervals, ablations and the diagnostics that explain the 
 
 Every step is a Dagster materialization in the study's own lake and instance
 (``<warehouse>/study`` by default), so the UI shows each one. A rerun resumes: questions and
-trees already in the lake are not redone (an expansion killed mid-partition resumes from its
-batch checkpoints), adapters trained on the same rows are reused by version; an evaluation
-that did not finish starts over.
+tree tables already in the lake are not redone (a tree resumes at its first missing table,
+and an expansion killed inside a role resumes from its batch checkpoints), adapters trained
+on the same rows are reused by version; the evaluation runs again on every rerun.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from malt_lake.evaluate import ROLES, stored_comparisons, summary
 from malt_lake.lake import Lake
 from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
-from malt_lake.query import run_read_only
+from malt_lake.query import fetch, run_read_only
 from malt_lake.report import comparisons_markdown, points
 from malt_lake.training.store import AdapterStore
 
@@ -67,31 +67,33 @@ def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
     started = time.perf_counter()
     runner.materialize(["dataset_catalog"], warehouse=warehouse)
     dataset = plan.dataset
-    keys = [k for k in runner.registered_partitions() if k.startswith(f"{dataset}.")]
-    if not keys:
-        raise MaltLakeError(f"no partitions of dataset {dataset!r} in the study's project; "
-                            f"configured: {', '.join(runner.registered_partitions('datasets'))}")
+    keys = catalog_keys(lake, dataset)  # this project's shards, not every key the instance saw
     for key in keys:
         if not lake.partition_file("questions", PartitionKey.parse(key)).exists():
             runner.materialize(["questions"], partition_key=key, warehouse=warehouse)
     phases["ingest"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    train = [k for k in keys if k.split(".")[1] == "train"][:plan.train_shards]
+    train = [k for k in keys if k.split(".")[1] == "train"]
+    chosen = train[:plan.train_shards]
     tree = runner.expand_selection(["tree"])
+    cheap = runner.expand_selection(["cheap"])
     sampling = {k: v for k, v in {"n": plan.n, "max_tokens": plan.max_tokens}.items()
                 if v is not None}
-    for index, key in enumerate(train, 1):
-        if all(lake.partition_file(t, PartitionKey.parse(key)).exists() for t in tree):
-            say(f"tree {key} ({index}/{len(train)}): in the lake already; credit and role "
-                f"data at theta {plan.theta}")
-            cheap = runner.expand_selection(["cheap"])
+    for key in train:  # training reads every train shard in the lake: all follow theta
+        missing = [t for t in tree if not lake.partition_file(t, PartitionKey.parse(key)
+                                                              ).exists()]
+        if not missing:
+            say(f"tree {key}: in the lake already; credit and role data at theta {plan.theta}")
             runner.materialize(cheap, key, runner.run_config_for(plan.theta, selection=cheap),
                                warehouse=warehouse)
-            continue
-        say(f"[bold]expanding {key}[/bold] ({index}/{len(train)}, n={plan.n})")
-        runner.materialize(tree, key, runner.run_config_for(plan.theta, sampling, tree),
-                           warehouse=warehouse)
+        elif key in chosen:
+            # from the first missing table on: a finished role is not generated again
+            todo = tree[tree.index(missing[0]):]
+            say(f"[bold]expanding {key}[/bold] ({chosen.index(key) + 1}/{len(chosen)}, "
+                f"n={plan.n}){'' if todo == tree else f': resuming at {todo[0]}'}")
+            runner.materialize(todo, key, runner.run_config_for(plan.theta, sampling, todo),
+                               warehouse=warehouse)
     phases["expansion, rewards, credit, role data"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -120,6 +122,19 @@ def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
                          phases, stored_comparisons(lake, dataset), summary(lake, dataset))
     write_study_report(lake, plan, result)
     return result
+
+
+def catalog_keys(lake: Lake, dataset: str) -> list[str]:
+    """The dataset's partition keys in the lake's shard catalog (the project as configured
+    now; the Dagster instance keeps every key it was ever given)."""
+    keys = fetch(lake, "inspect/partitions", {"dataset": dataset}
+                 ).column("partition_key").to_pylist()
+    if not keys:
+        configured = sorted(set(fetch(lake, "inspect/partitions", {"dataset": None}
+                                      ).column("dataset").to_pylist()))
+        raise MaltLakeError(f"no partitions of dataset {dataset!r} in the study's project; "
+                            f"configured: {', '.join(configured) or 'none'}")
+    return keys
 
 
 def goal_lines(comparisons: pa.Table) -> list[str]:

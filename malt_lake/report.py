@@ -71,8 +71,9 @@ def write_report(reports_dir: Path, dataset: str, summary: pa.Table,
     settings = "\n".join(f"- {key}: {value}" for key, value in context.items())
     body = (f"# Evaluation: {dataset} ({split})\n\n{summary_markdown(summary, intervals)}\n\n"
             f"## Paired differences\n\n{comparisons_markdown(comparisons)}\n\n"
-            f"Intervals: {LEVEL:.0%} paired bootstrap over questions and seeds ({resamples} "
-            "resamples: questions drawn with replacement, then each drawn question's seeds). "
+            f"Intervals: {LEVEL:.0%} paired cluster bootstrap over questions and seeds "
+            f"({resamples} resamples: questions drawn with replacement, each with all of its "
+            "seeds' cells). "
             "A difference whose interval holds 0 is within noise.\n\n"
             "## What V and R do to the generator's answer\n\n"
             f"{flips_markdown(flips)}\n\n"

@@ -1,10 +1,13 @@
-"""Confidence intervals for the held-out comparison: a paired two-stage bootstrap.
+"""Confidence intervals for the held-out comparison: a paired cluster bootstrap.
 
 The unit of evaluation is a cell (seed, question): every system answered the same question
 under the same seed, so a difference between two systems is taken cell by cell (paired).
 Cells of one question are correlated (a hard question is hard under every seed), so the
-bootstrap resamples questions first and then, within each drawn question, the seeds that
-evaluated it (a two-stage cluster bootstrap over questions and seeds). The interval is the
+bootstrap resamples questions, each drawn question bringing all of its seeds' cells: the
+spread of those cells is then in every resample as observed. Resampling the seeds again
+inside each drawn question would count that spread twice and widen the interval (its
+coverage on the simulations of ``tests/test_stats.py`` goes to ~97-98 % for a nominal 95 %);
+resampling cells alone would ignore the clustering and narrow it. The interval is the
 percentile interval of the resampled means.
 """
 
@@ -24,7 +27,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("MALT", "MA"), ("MALT", "SA"), ("MALT+MV", "MA+MV"), ("MALT+MV", "SA+MV"))
 LEVEL = 0.95
 RESAMPLES = 10_000
-_CHUNK_CELLS = 4_000_000  # drawn cells per vectorized batch of resamples
+_CHUNK_CELLS = 4_000_000  # drawn questions per vectorized batch of resamples
 
 
 @dataclass(frozen=True)
@@ -79,33 +82,26 @@ def cell_matrix(cells: pa.Table, system: str, baseline: str | None = None
 
 def bootstrap(matrix: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
               level: float = LEVEL) -> Interval:
-    """Mean of the matrix's cells and its two-stage bootstrap percentile interval:
-    questions (rows) drawn with replacement, then each drawn question's evaluated seeds
-    (its non-NaN cells) drawn with replacement."""
+    """Mean of the matrix's cells and its cluster bootstrap percentile interval: questions
+    (rows) drawn with replacement, each with all of its evaluated (non-NaN) cells; a
+    resample's mean is over the cells it drew."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     present = ~np.isnan(matrix)
     keep = present.any(axis=1)
     matrix, present = matrix[keep], present[keep]
-    n_questions, n_seeds = matrix.shape
+    n_questions = matrix.shape[0]
     if n_questions == 0:
         raise LakeError("no evaluated cells to bootstrap")
+    sums = np.where(present, matrix, 0.0).sum(axis=1)
     counts = present.sum(axis=1)
-    # each question's values packed to the left: drawing index < count picks an evaluated cell
-    order = np.argsort(~present, axis=1, kind="stable")
-    packed = np.take_along_axis(np.where(present, matrix, 0.0), order, axis=1)
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
-    per_batch = max(1, _CHUNK_CELLS // (n_questions * n_seeds))
+    per_batch = max(1, _CHUNK_CELLS // n_questions)
     for start in range(0, resamples, per_batch):
         size = min(per_batch, resamples - start)
         drawn = rng.integers(0, n_questions, size=(size, n_questions))
-        drawn_counts = counts[drawn]
-        picks = (rng.random((size, n_questions, n_seeds)) * drawn_counts[..., None]).astype(int)
-        values = packed[drawn[..., None], picks]
-        valid = np.arange(n_seeds) < drawn_counts[..., None]
-        means[start:start + size] = ((values * valid).sum(axis=(1, 2))
-                                     / drawn_counts.sum(axis=1))
+        means[start:start + size] = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Interval(mean=float(matrix[present].mean()), low=float(low), high=float(high),

@@ -72,6 +72,26 @@ def test_interval_covers_the_true_difference_on_clustered_data():
     assert naive_covered / studies < 0.85  # the clustering matters on this data
 
 
+def seed_noise_difference(rng: np.random.Generator, questions: int, seeds: int) -> np.ndarray:
+    """Paired differences dominated by seed noise: each cell is +1, -1 or 0 on its own draw,
+    with a small question effect on the odds."""
+    effect = rng.normal(0, 0.05, questions)[:, None]
+    plus, minus = np.clip(0.2 + effect, 0, 1), np.clip(0.2 - effect, 0, 1)
+    draw = rng.random((questions, seeds))
+    return np.where(draw < plus, 1.0, np.where(draw < plus + minus, -1.0, 0.0))
+
+
+def test_interval_width_is_the_sampling_error_of_the_mean_not_more():
+    """With equal cells per question the mean's standard error is the spread of the question
+    means over sqrt(questions), and a 95 % interval is about +-1.96 of it. Drawing each
+    question's seeds again inside the bootstrap would count the seed noise twice: about 30 %
+    wider here, which this check refuses."""
+    matrix = seed_noise_difference(np.random.default_rng(21), 400, 3)
+    interval = bootstrap(matrix, resamples=4000)
+    standard_error = matrix.mean(axis=1).std(ddof=1) / np.sqrt(400)
+    assert interval.high - interval.low == pytest.approx(2 * 1.96 * standard_error, rel=0.08)
+
+
 def test_seeds_with_different_question_subsets_use_only_the_evaluated_cells():
     rng = np.random.default_rng(3)
     malt, ma = rng.random((20, 3)) < 0.6, rng.random((20, 3)) < 0.4

@@ -10,8 +10,7 @@ from tests.test_reliability import env_for, run_cli
 
 def test_the_study_runs_every_phase_reports_intervals_and_resumes(tmp_path):
     study = tmp_path / "study"
-    env = env_for(tmp_path / "warehouse")
-    env.pop("DAGSTER_HOME")  # the study keeps its own instance beside its lake
+    env = env_for(tmp_path / "warehouse")  # with a DAGSTER_HOME of another project
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('base_model = "embedded"\n[sft]\nmax_steps = 1\nmin_rows = 1\n'
                       '[dpo]\nmax_steps = 1\nmin_rows = 1\n')
@@ -19,7 +18,8 @@ def test_the_study_runs_every_phase_reports_intervals_and_resumes(tmp_path):
             "--eval-limit", "6", "--max-tokens", "16", "--recipe", str(recipe), "--ablations"]
     first = run_cli(env, *args, timeout=1200)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert (study / "dagster").is_dir() and not (tmp_path / "warehouse" / "lake").exists()
+    # the study keeps its own instance beside its lake, whatever DAGSTER_HOME says
+    assert (study / "dagster").is_dir() and not (tmp_path / "warehouse").exists()
     lake = Lake(study)
     splits = {r["split"]: r["n"] for r in run_read_only(
         lake, "select split, sum(n_questions)::int n from shards group by all").to_pylist()}
@@ -37,11 +37,23 @@ def test_the_study_runs_every_phase_reports_intervals_and_resumes(tmp_path):
         assert section in report, section
     assert (study / "reports" / "eval-arith.png").is_file()
 
-    generations = next((study / "lake" / "generations").rglob("*.parquet"))
-    written = generations.stat().st_mtime_ns
+    # a study killed while it wrote the refinements resumes there: G and V are not redone
+    done = {t: next((study / "lake" / t).rglob("*.parquet")) for t in ("generations",
+                                                                        "critiques")}
+    written = {t: path.stat().st_mtime_ns for t, path in done.items()}
+    for path in (study / "lake" / "refinements").rglob("*.parquet"):
+        path.unlink()
     again = run_cli(env, *args, "--theta", "0.4", timeout=1200)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "in the lake already" in again.stdout
-    assert generations.stat().st_mtime_ns == written  # the tree was not generated again
+    assert "resuming at refinements" in again.stdout
+    assert {t: path.stat().st_mtime_ns for t, path in done.items()} == written
+    assert next((study / "lake" / "refinements").rglob("*.parquet")).is_file()
     thetas = run_read_only(lake, "select distinct theta from credit").column("theta")
-    assert thetas.to_pylist() == [0.4]  # but credit and role data follow the new theta
+    assert thetas.to_pylist() == [0.4]  # credit and role data follow the new theta
+
+    third = run_cli(env, *args, "--theta", "0.6", timeout=1200)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "in the lake already; credit and role data at theta 0.6" in third.stdout
+    assert {t: path.stat().st_mtime_ns for t, path in done.items()} == written
+    thetas = run_read_only(lake, "select distinct theta from credit").column("theta")
+    assert thetas.to_pylist() == [0.6]
