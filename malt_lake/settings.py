@@ -150,42 +150,25 @@ def _valid_name(value: str, what: str) -> str:
 BUILTIN_DIFFICULTY: dict = {"max_steps": 1, "max_number": 9, "operations": ["add"]}
 
 
+def _builtin_arithmetic(shard_size: int, **splits: tuple[int, int]) -> ProjectSettings:
+    """The built-in arithmetic at ``BUILTIN_DIFFICULTY``: split name -> (count, seed); the
+    split named ``heldout`` draws from the held-out half of the problem space."""
+    return ProjectSettings(datasets=[DatasetSpec(
+        name="arith", family="numeric", shard_size=shard_size,
+        splits={name: ArithmeticSource(count=count, seed=seed, heldout=name == "heldout",
+                                       **BUILTIN_DIFFICULTY)
+                for name, (count, seed) in splits.items()})])
+
+
 def default_settings() -> ProjectSettings:
     """The embedded demo: arithmetic word problems, a train split and a disjoint held-out one."""
-    return ProjectSettings(
-        datasets=[
-            DatasetSpec(
-                name="arith",
-                family="numeric",
-                shard_size=16,
-                splits={
-                    "train": ArithmeticSource(count=32, seed=0, **BUILTIN_DIFFICULTY),
-                    "heldout": ArithmeticSource(count=32, seed=1, heldout=True,
-                                                **BUILTIN_DIFFICULTY),
-                },
-            )
-        ]
-    )
+    return _builtin_arithmetic(16, train=(32, 0), heldout=(32, 1))
 
 
 def study_settings() -> ProjectSettings:
     """``malt-lake study``: the built-in arithmetic at the study's size: 256 training
     questions, a dev split for tuning knobs (never the held-out one) and 240 held-out."""
-    return ProjectSettings(
-        datasets=[
-            DatasetSpec(
-                name="arith",
-                family="numeric",
-                shard_size=32,
-                splits={
-                    "train": ArithmeticSource(count=256, seed=0, **BUILTIN_DIFFICULTY),
-                    "dev": ArithmeticSource(count=64, seed=2, **BUILTIN_DIFFICULTY),
-                    "heldout": ArithmeticSource(count=240, seed=1, heldout=True,
-                                                **BUILTIN_DIFFICULTY),
-                },
-            )
-        ]
-    )
+    return _builtin_arithmetic(32, train=(256, 0), dev=(64, 2), heldout=(240, 1))
 
 
 # Project settings built in, by the name MALT_CONFIG (or --config) may give instead of a file.

@@ -50,34 +50,45 @@ class Interval:
         return "within noise"
 
 
-def cell_matrix(cells: pa.Table, system: str, baseline: str | None = None
-                ) -> tuple[np.ndarray, list[str]]:
-    """(questions x seeds) matrix of ``system``'s correctness (0/1), or of its difference to
-    ``baseline`` (-1/0/1), NaN where the seed did not evaluate the question. ``cells`` has
-    columns seed, question_id, system, correct (one row per cell and system)."""
+def correctness(cells: pa.Table) -> dict[str, np.ndarray]:
+    """Per system, the (questions x seeds) matrix of its correctness (0/1), NaN where the seed
+    did not evaluate the question; every matrix has the same rows (questions, sorted) and
+    columns (seeds, sorted). ``cells`` has columns seed, question_id, system, correct (one
+    row per cell and system); it is read once."""
     rows = cells.select(["seed", "question_id", "system", "correct"]).to_pylist()
-    seeds = sorted({r["seed"] for r in rows})
-    questions = sorted({r["question_id"] for r in rows})
-    seed_at = {s: i for i, s in enumerate(seeds)}
-    question_at = {q: i for i, q in enumerate(questions)}
-    values = {name: np.full((len(questions), len(seeds)), np.nan)
-              for name in {system, baseline} - {None}}
+    seed_at = {s: i for i, s in enumerate(sorted({r["seed"] for r in rows}))}
+    question_at = {q: i for i, q in enumerate(sorted({r["question_id"] for r in rows}))}
+    matrices: dict[str, np.ndarray] = {}
     for r in rows:
-        if r["system"] in values:
-            values[r["system"]][question_at[r["question_id"]], seed_at[r["seed"]]] = \
-                float(bool(r["correct"]))
-    if not values or np.isnan(values[system]).all():
-        raise LakeError(f"no predictions of system {system!r} to compare")
+        matrix = matrices.get(r["system"])
+        if matrix is None:
+            matrix = matrices[r["system"]] = np.full((len(question_at), len(seed_at)), np.nan)
+        matrix[question_at[r["question_id"]], seed_at[r["seed"]]] = float(bool(r["correct"]))
+    return matrices
+
+
+def paired_difference(matrices: dict[str, np.ndarray], system: str,
+                      baseline: str | None = None) -> np.ndarray:
+    """``system``'s correctness matrix, or its cell-by-cell difference to ``baseline``'s
+    (-1/0/1); refuses a system without predictions and cells only one of the two answered."""
+    for name in (system, baseline):
+        if name is not None and (name not in matrices or np.isnan(matrices[name]).all()):
+            raise LakeError(f"no predictions of system {name!r} to compare")
     if baseline is None:
-        return values[system], questions
-    if np.isnan(values[baseline]).all():
-        raise LakeError(f"no predictions of system {baseline!r} to compare")
-    unpaired = np.isnan(values[system]) != np.isnan(values[baseline])
+        return matrices[system]
+    unpaired = np.isnan(matrices[system]) != np.isnan(matrices[baseline])
     if unpaired.any():
         raise LakeError(f"{int(unpaired.sum())} (seed, question) cells have a prediction of "
                         f"only one of {system!r} and {baseline!r}: the comparison must be "
                         "paired (re-run the evaluation)")
-    return values[system] - values[baseline], questions
+    return matrices[system] - matrices[baseline]
+
+
+def cell_matrix(cells: pa.Table, system: str, baseline: str | None = None
+                ) -> tuple[np.ndarray, list[str]]:
+    """``paired_difference`` straight from ``cells``, with the questions of its rows."""
+    questions = sorted(set(cells.column("question_id").to_pylist()))
+    return paired_difference(correctness(cells), system, baseline), questions
 
 
 def bootstrap(matrix: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
@@ -111,8 +122,9 @@ def bootstrap(matrix: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
 def system_intervals(cells: pa.Table, resamples: int = RESAMPLES, seed: int = 0
                      ) -> dict[str, Interval]:
     """Each system's accuracy with its interval."""
-    systems = sorted(set(cells.column("system").to_pylist()))
-    return {name: bootstrap(cell_matrix(cells, name)[0], resamples, seed) for name in systems}
+    matrices = correctness(cells)
+    return {name: bootstrap(paired_difference(matrices, name), resamples, seed)
+            for name in sorted(matrices)}
 
 
 def comparison_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
@@ -130,14 +142,14 @@ def comparisons(cells: pa.Table, pairs: Sequence[tuple[str, str]] | None = None,
     """One row per (system, baseline) pair present in ``cells`` (default: ``comparison_pairs``
     of its systems): the mean paired difference in accuracy, its interval and a verdict
     (better / worse / within noise)."""
-    present = set(cells.column("system").to_pylist())
-    pairs = comparison_pairs(sorted(present)) if pairs is None else pairs
+    matrices = correctness(cells)
+    pairs = comparison_pairs(sorted(matrices)) if pairs is None else pairs
     rows = []
     dataset = cells.column("dataset")[0].as_py() if cells.num_rows else None
     for system, baseline in pairs:
-        if system not in present or baseline not in present:
+        if system not in matrices or baseline not in matrices:
             continue
-        interval = bootstrap(cell_matrix(cells, system, baseline)[0], resamples, seed)
+        interval = bootstrap(paired_difference(matrices, system, baseline), resamples, seed)
         rows.append({"dataset": dataset, "system": system, "baseline": baseline,
                      "difference": interval.mean, "ci_low": interval.low,
                      "ci_high": interval.high, "level": LEVEL, "questions": interval.questions,

@@ -13,13 +13,12 @@ from assets.definitions import ALL_ASSETS
 from assets.resources import BackendResource
 from malt_lake.backends.base import Completion
 from malt_lake.backends.embedded import MODEL_ID
-from malt_lake.evaluate import ABLATIONS, SYSTEMS, majority
+from malt_lake.evaluate import ABLATIONS, ROLES, SYSTEMS, majority
 from malt_lake.query import fetch, run_read_only
 from malt_lake.rewards import checker_for
 from malt_lake.training.store import SFT_STAGE, AdapterStore, write_manifest
 from tests.resources import asset_resources
 
-ROLES = ("generator", "verifier", "refiner")
 TREE = ["generations", "critiques", "refinements", "generation_rewards", "leaf_rewards",
         "credit", "sft_generator", "sft_verifier", "sft_refiner", "dpo_generator",
         "dpo_verifier", "dpo_refiner"]
