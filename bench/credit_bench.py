@@ -66,12 +66,13 @@ def build(root: Path, questions: int) -> None:
                      params={"questions": questions})
     leaves.to_table("leaves")
     for table, relation in [
-        ("leaf_rewards", con.table("leaves")),
+        ("leaf_rewards", con.table("leaves").select("dataset, shard, question_id, g_id, v_id, "
+                                                    "r_idx, r_id, reward")),
         ("refinements", con.table("leaves").select("dataset, shard, question_id, g_id, v_id, "
-                                                   "r_id")),
-        ("critiques", con.table("leaves").select("dataset, shard, question_id, g_id, v_id")
-         .distinct()),
-        ("generations", con.table("leaves").select("dataset, shard, question_id, g_id")
+                                                   "r_idx, r_id")),
+        ("critiques", con.table("leaves").select("dataset, shard, question_id, g_id, v_idx, "
+                                                 "v_id").distinct()),
+        ("generations", con.table("leaves").select("dataset, shard, question_id, g_idx, g_id")
          .distinct()),
     ]:
         path = lake.partition_file(table, KEY)

@@ -40,6 +40,7 @@ def _credit_relation(lake: Lake, key: PartitionKey, theta: float
     """The credit statement for one partition, checked and bound (caller closes the con)."""
     theta = validate_theta(theta)
     _require(lake, key, ["generations", "critiques", "refinements", "leaf_rewards"])
+    _require_columns(lake, key, "leaf_rewards", ["r_idx"])
     con = connect(lake, derived=False, tables=CREDIT_INPUTS)
     return con, credit_relation(con, key, theta)
 
@@ -125,6 +126,17 @@ def _require(lake: Lake, key: PartitionKey, tables: list[str]) -> None:
     if missing:
         raise LakeError(f"partition {key} has no {', '.join(missing)} yet; materialize "
                         f"{' and '.join(f'`{m}`' for m in missing)} for it first")
+
+
+def _require_columns(lake: Lake, key: PartitionKey, table: str, columns: list[str]) -> None:
+    """A partition written before a column was added is named, not read as nulls (credit
+    would give every node a null value)."""
+    present = set(pq.read_schema(lake.partition_file(table, key)).names)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise LakeError(f"partition {key}: {table} was written by an older malt-lake (no "
+                        f"{', '.join(missing)}); rematerialize `{table}` for it (it reads the "
+                        "stored refinements, no model call)")
 
 
 def require_fresh_lineage(lake: Lake, key: PartitionKey) -> None:

@@ -88,7 +88,7 @@ _REWARD_FIELDS = [
     ("fingerprint", pa.string()),  # the scored row's fingerprint (lineage)
 ]
 LEAF_REWARDS = pa.schema([*_PART, ("g_id", pa.string()), ("v_id", pa.string()),
-                          ("r_id", pa.string()), *_REWARD_FIELDS])
+                          ("r_idx", pa.int64()), ("r_id", pa.string()), *_REWARD_FIELDS])
 GENERATION_REWARDS = pa.schema([*_PART, ("g_id", pa.string()), *_REWARD_FIELDS])
 
 CREDIT = pa.schema([

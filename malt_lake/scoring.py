@@ -39,8 +39,10 @@ def score_rows(rows: list[dict], questions: dict[str, dict], id_columns: list[st
 
 def leaf_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
     refinements = lake.read_required("refinements", key)
-    rows = score_rows(refinements.to_pylist(), _questions(lake, key), ["g_id", "v_id", "r_id"])
-    return _table(rows, ["g_id", "v_id", "r_id"])
+    # r_idx too: credit lets each verifier's first leaf carry its value (an integer compare)
+    ids = ["g_id", "v_id", "r_idx", "r_id"]
+    rows = score_rows(refinements.to_pylist(), _questions(lake, key), ids)
+    return _table(rows, ids)
 
 
 def generation_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
@@ -50,7 +52,8 @@ def generation_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
 
 
 def _table(rows: list[dict], id_columns: list[str]) -> pa.Table:
-    schema = {c: pl.String for c in ["dataset", "shard", "question_id", *id_columns]}
+    schema = {c: pl.Int64 if c.endswith("_idx") else pl.String
+              for c in ["dataset", "shard", "question_id", *id_columns]}
     schema.update(pred_answer=pl.String, gold_answer=pl.String, reward=pl.Int8,
                   parse_ok=pl.Boolean, checker=pl.String, fingerprint=pl.String)
     return pl.DataFrame(rows, schema=schema).to_arrow()

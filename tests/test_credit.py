@@ -7,6 +7,7 @@ from pathlib import Path
 
 import datasets
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from malt_lake import schemas
@@ -17,7 +18,7 @@ from malt_lake.credit import (
     role_datasets,
     validate_theta,
 )
-from malt_lake.errors import ConfigError
+from malt_lake.errors import ConfigError, LakeError
 from malt_lake.names import PartitionKey
 from malt_lake.query import connect, run_read_only
 from tests.trees import WORKED, write_trees
@@ -157,6 +158,13 @@ def test_a_generation_without_critiques_is_a_node_without_value(lake):
     assert v[f"{Q}/g1"] == (None, None, 0)             # no critique at all
     assert v[f"{Q}/g2"] == (None, None, 0)             # only failed children below it
     assert v[f"{Q}/g2/v0"] == (None, None, 0) and v[f"{Q}/g2/v1"] == (None, None, 0)
+
+
+def test_leaf_rewards_from_before_r_idx_are_named_not_read_as_nulls(worked):
+    path = worked.partition_file("leaf_rewards", KEY)
+    pq.write_table(pq.read_table(path).drop_columns(["r_idx"]), path)
+    with pytest.raises(LakeError, match="rematerialize `leaf_rewards`"):
+        compute_credit(worked, KEY, 0.5)
 
 
 def random_trees(seed: int, questions: int) -> dict:

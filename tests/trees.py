@@ -66,7 +66,8 @@ def write_trees(lake: Lake, key: PartitionKey, trees: dict[str, Tree]) -> None:
                                len(leaf_rewards), crit["fingerprint"])}
                     refs.append(ref)
                     leaves.append({**part, "question_id": qid, "g_id": g_id, "v_id": v_id,
-                                   "r_id": r_id, "pred_answer": None, "gold_answer": "1",
+                                   "r_idx": ri, "r_id": r_id, "pred_answer": None,
+                                   "gold_answer": "1",
                                    "reward": reward, "parse_ok": reward is not None,
                                    "checker": "numeric" if reward is not None else "failed",
                                    "fingerprint": ref["fingerprint"]})

@@ -7,8 +7,8 @@ cte_leaves as (
     from range($questions) as tq(q), range(3) as tg(g), range(3) as tv(v), range(3) as tr(r)
 )
 select 'bench' as dataset, 'train.0000' as shard, question_id,
-       question_id || '/g' || g as g_id,
-       question_id || '/g' || g || '/v' || v as v_id,
-       question_id || '/g' || g || '/v' || v || '/r' || r as r_id,
+       g as g_idx, question_id || '/g' || g as g_id,
+       v as v_idx, question_id || '/g' || g || '/v' || v as v_id,
+       r as r_idx, question_id || '/g' || g || '/v' || v || '/r' || r as r_id,
        (hash(q, g, v, r) % 100 < hash(q) % 100)::tinyint as reward
 from cte_leaves

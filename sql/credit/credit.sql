@@ -4,17 +4,17 @@
 --   label = value > $theta (strict); null when a node has no valued child.
 -- A failed child (null value) is left out of its parent's mean, and n_children counts the
 -- children that have a value. A generation without critiques (a failed sample) is still a
--- node: null value, null label, n_children 0. One critique per generation (the smallest v_id)
+-- node: null value, null label, n_children 0. One critique per generation (the smallest v_idx)
 -- carries the generation's value on.
 -- Rows come in no particular order (sorting tens of millions of string ids would dominate the
 -- cost); ids are deterministic. dataset and shard are the bound parameters (every row read
 -- matches them), so the windows need not carry them.
 with
 cte_verifier_windows as (
-    select question_id, v_id, g_id, value, n_children,
+    select question_id, v_id, v_idx, g_id, value, n_children,
            avg(value) over w_g as g_value,
            count(value) over w_g as g_children,
-           min(v_id) over w_g as first_v_id
+           min(v_idx) over w_g as first_v_idx
     from credit_verifiers
     window w_g as (partition by g_id)
 ),
@@ -22,7 +22,7 @@ cte_generators as (
     select g.question_id, g.g_id as node_id, g.question_id as parent_id,
            vw.g_value as value, coalesce(vw.g_children, 0) as n_children
     from generations as g
-    left join cte_verifier_windows as vw on vw.g_id = g.g_id and vw.v_id = vw.first_v_id
+    left join cte_verifier_windows as vw on vw.g_id = g.g_id and vw.v_idx = vw.first_v_idx
     where g.dataset = $dataset and g.shard = $shard
 ),
 cte_nodes as (
