@@ -105,7 +105,8 @@ def run(app_: typer.Typer) -> None:
     try:
         app_(standalone_mode=False)
     except MaltLakeError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        # soft wrap: a message stays on its lines, whatever the terminal's width
+        err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         raise SystemExit(2) from None
     except USAGE_ERRORS as exc:
         exc.show()

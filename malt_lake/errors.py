@@ -25,6 +25,11 @@ class QueryRefused(MaltLakeError):
     """A SQL statement the read-only query surface will not run."""
 
 
+class QueryFailed(MaltLakeError):
+    """A read-only statement DuckDB could not run: the user's SQL names a column or table
+    that does not exist, has a syntax error, or fails on a value (a cast, a division)."""
+
+
 class HubUnavailable(MaltLakeError):
     """Something would need the Hugging Face hub and we are offline."""
 

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from malt_lake import schemas
-from malt_lake.errors import QueryRefused
+from malt_lake.errors import QueryFailed, QueryRefused
 from malt_lake.lake import Lake
 from malt_lake.sqlfiles import read_sql
 
@@ -57,7 +57,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryRefused(f"cannot parse the query: {exc}") from exc
+        raise QueryRefused(f"cannot parse the query: {first_line(exc)}") from exc
     if not statements:
         raise QueryRefused("empty query")
     if len(statements) > 1:
@@ -91,6 +91,31 @@ def run_read_only(lake: Lake, sql: str) -> pa.Table:
             raise QueryRefused(
                 f"{exc}. `malt-lake sql` may only read files under {lake.root}"
             ) from exc
+        except USER_SQL_ERRORS as exc:
+            hint = _candidates(exc)
+            if isinstance(exc, duckdb.BinderException | duckdb.CatalogException):
+                hint += '; `malt-lake sql "show tables"` lists the views'
+            raise QueryFailed(f"{first_line(exc)}{hint}") from exc
     finally:
         con.close()
+
+
+# What a user's statement can get wrong; anything else (an I/O or internal error) is ours and
+# keeps its traceback
+USER_SQL_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+                   duckdb.ConversionException, duckdb.OutOfRangeException,
+                   duckdb.TypeMismatchException, duckdb.InvalidInputException)
+
+
+def first_line(exc: Exception) -> str:
+    """DuckDB's message without the lines under it (the query echoed, a caret)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
+
+
+def _candidates(exc: Exception) -> str:
+    """DuckDB's "Candidate bindings"/"Did you mean" line, which names what does exist."""
+    for line in str(exc).splitlines()[1:]:
+        if line.strip().startswith(("Candidate", "Did you mean")):
+            return f" ({line.strip()})"
+    return ""
 

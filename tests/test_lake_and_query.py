@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 
 import pyarrow as pa
 import pytest
 
-from malt_lake.errors import LakeError, QueryRefused
+from malt_lake.errors import LakeError, QueryFailed, QueryRefused
 from malt_lake.lake import Lake, partition_lock
 from malt_lake.names import PartitionKey
 from malt_lake.query import connect, run_read_only
@@ -131,6 +132,20 @@ def test_connect_can_limit_the_views_to_named_tables(lake):
 def test_read_only_surface_refuses_writes_and_outside_files(lake, statement, needle):
     with pytest.raises(QueryRefused, match=needle):
         run_read_only(lake, statement)
+
+
+@pytest.mark.parametrize("statement,needle", [
+    ("select nope from questions", 'Referenced column "nope" not found in FROM clause! '
+                                   '(Candidate bindings: '),
+    ("select * from questionz", "Table with name questionz does not exist!"),
+    ("select 1 / 0 > 'x'::int", "Could not convert string 'x'"),
+    ("select count(*) from questions group by nothing_here", "nothing_here"),
+])
+def test_a_users_sql_mistake_is_one_line_naming_what_exists(lake, statement, needle):
+    lake.write_partition("questions", KEY, question_rows(KEY, 3))
+    with pytest.raises(QueryFailed, match=re.escape(needle)) as caught:
+        run_read_only(lake, statement)
+    assert "\n" not in str(caught.value)
 
 
 def test_read_only_surface_answers_selects_describe_summarize(lake):
