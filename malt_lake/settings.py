@@ -208,7 +208,17 @@ def resolve_path(value: str, base: Path) -> str:
 
 
 def warehouse_root() -> Path:
-    """The lake root: ``$MALT_WAREHOUSE`` or ``warehouse/`` in the repository."""
+    """The lake root: ``$MALT_WAREHOUSE``; else, run from a source checkout, its
+    ``warehouse/``; else (an installed package) ``./warehouse`` under the working directory,
+    never a directory inside site-packages."""
     env = os.environ.get("MALT_WAREHOUSE")
-    root = Path(env).expanduser() if env else REPO_ROOT / "warehouse"
-    return root.resolve()
+    if env:
+        return Path(env).expanduser().resolve()
+    if is_source_checkout():
+        return (REPO_ROOT / "warehouse").resolve()
+    return (Path.cwd() / "warehouse").resolve()
+
+
+def is_source_checkout() -> bool:
+    """malt_lake imported from its repository (editable install, or run in place)."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "warehouse").is_dir()
