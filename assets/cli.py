@@ -33,9 +33,10 @@ def ingest(
 @app.command()
 def materialize(
     select: Annotated[str, typer.Option(
-        help="Comma-separated asset names or aliases: expansion (G, V, R), cheap (credit + "
-             "role datasets), role_datasets, tree (everything after questions), adapters "
-             "(the three LoRA adapters of a dataset), evaluation.")],
+        help="Comma-separated asset names or jobs (assets/jobs.py; a job runs under its "
+             "name): expansion (G, V, R), tree (everything after questions), relabel or cheap "
+             "(credit + role datasets), role_datasets, adapters (the three LoRA adapters of a "
+             "dataset), evaluate.")],
     partition: Annotated[list[str] | None, typer.Option(
         help="Shard partition(s), e.g. arith.train.0000 (repeatable).")] = None,
     all_train: Annotated[bool, typer.Option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,6 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-ALIASES = {
-    "role_datasets": ["sft_generator", "sft_verifier", "sft_refiner",
-                      "dpo_generator", "dpo_verifier", "dpo_refiner"],
-    "expansion": ["generations", "critiques", "refinements"],
-    "tree": ["generations", "critiques", "refinements", "generation_rewards", "leaf_rewards",
-             "credit", "sft_generator", "sft_verifier", "sft_refiner", "dpo_generator",
-             "dpo_verifier", "dpo_refiner"],
-    "cheap": ["credit", "sft_generator", "sft_verifier", "sft_refiner",
-              "dpo_generator", "dpo_verifier", "dpo_refiner"],
-    "adapters": ["generator_adapter", "verifier_adapter", "refiner_adapter"],
-}
 EXPANSION = ("generations", "critiques", "refinements")
 ADAPTERS = ("generator_adapter", "verifier_adapter", "refiner_adapter")
 
@@ -59,20 +49,45 @@ def partitioning(asset: str) -> str | None:
     key = dg.AssetKey(asset)
     if not graph.has(key):
         known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
-        raise MaltLakeError(f"unknown asset {asset!r}; assets: {', '.join(known)}; aliases: "
-                            f"{', '.join(ALIASES)}")
+        raise MaltLakeError(f"unknown asset {asset!r}; assets: {', '.join(known)}; jobs: "
+                            f"{', '.join(job_assets())}")
     partitions_def = graph.get(key).partitions_def
     return partitions_def.name if partitions_def is not None else None
 
 
+@cache
+def job_assets() -> dict[str, tuple[str, ...]]:
+    """Each job's asset names (``assets.jobs``), in the graph's order (parents first)."""
+    from assets.definitions import ALL_ASSETS, defs
+    from assets.jobs import JOBS
+
+    graph = defs.resolve_asset_graph()
+    ordered = [spec.key for asset in ALL_ASSETS for spec in asset.specs]
+    out = {}
+    for job in JOBS:
+        chosen = job.selection.resolve(graph)
+        out[job.name] = tuple(key.to_user_string() for key in ordered if key in chosen)
+    return out
+
+
 def expand_selection(selection: Sequence[str]) -> list[str]:
-    """Asset names, with aliases (role_datasets, expansion, tree, cheap) expanded."""
+    """Asset names, with job names (expansion, tree, relabel or cheap, role_datasets,
+    adapters, evaluate) expanded to their assets."""
+    from assets.jobs import SPELLINGS
+
+    jobs = job_assets()
     out: list[str] = []
     for name in selection:
-        for item in ALIASES.get(name, [name]):
+        for item in jobs.get(SPELLINGS.get(name, name), (name,)):
             if item not in out:
                 out.append(item)
     return out
+
+
+def job_for(selection: Sequence[str]) -> str | None:
+    """The job whose assets are exactly ``selection``, if one is: its runs carry its name."""
+    wanted = set(selection)
+    return next((name for name, assets in job_assets().items() if set(assets) == wanted), None)
 
 
 def run_config_for(theta: float | None = None, role_overrides: dict[str, Any] | None = None,
@@ -108,7 +123,7 @@ def materialize(
 ) -> dg.ExecuteInJobResult:
     """Run one materialization of ``selection`` (asset names) for one partition, in the
     default lake or in ``warehouse`` (a later round's lake)."""
-    from assets.definitions import ALL_ASSETS
+    from assets.definitions import ALL_ASSETS, definitions_for
     from assets.resources import resources_for_env
 
     dagster_instance = dagster_instance or instance()
@@ -134,15 +149,17 @@ def materialize(
                 f"{', '.join(known[:5])}{' ...' if len(known) > 5 else ''})"
             )
 
-    result = dg.materialize(
-        ALL_ASSETS,
-        selection=selection,
-        partition_key=partition_key,
-        run_config={**QUIET, **(run_config or {})},
-        resources=resources_for_env(warehouse=warehouse),  # the environment now, not at import
-        instance=dagster_instance,
-        raise_on_error=False,
-    )
+    resources = resources_for_env(warehouse=warehouse)  # the environment now, not at import
+    run_config = {**QUIET, **(run_config or {})}
+    job = job_for(selection)
+    if job is not None:  # a named run, as the UI's launchpad starts it
+        result = definitions_for(resources).resolve_job_def(job).execute_in_process(
+            run_config=run_config, instance=dagster_instance, partition_key=partition_key,
+            raise_on_error=False)
+    else:
+        result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition_key,
+                                run_config=run_config, resources=resources,
+                                instance=dagster_instance, raise_on_error=False)
     if not result.success:
         raise MaltLakeError(_failure_message(result, selection, partition_key))
     return result

@@ -126,3 +126,33 @@ def test_cli_end_to_end(warehouse):
         proc = run(*args)
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_cli_selections_that_are_jobs_run_as_named_jobs(lake, instance, monkeypatch):
+    from assets import runner
+    from assets.definitions import defs
+
+    monkeypatch.setenv("MALT_BACKEND", "fake")
+    monkeypatch.setenv("MALT_MODEL", "fake")
+    runner.materialize(["dataset_catalog"], dagster_instance=instance)
+    key = "arith.train.0000"
+    runner.materialize(["questions"], key, dagster_instance=instance)
+    tree = runner.expand_selection(["tree"])
+    config = runner.run_config_for(0.5, {"n": 2, "max_tokens": 8}, tree)
+    runner.materialize(tree, key, config, dagster_instance=instance)
+    runner.materialize(runner.expand_selection(["cheap"]), key,
+                       runner.run_config_for(0.7, selection=runner.expand_selection(["cheap"])),
+                       dagster_instance=instance)
+    runner.materialize(["credit"], key, runner.run_config_for(0.6, selection=["credit"]),
+                       dagster_instance=instance)
+    names = [run.job_name for run in reversed(instance.get_runs())]
+    assert names[2:] == ["tree", "relabel", "__ephemeral_asset_job__"], names
+    assert instance.get_runs()[1].tags["dagster/partition"] == key
+    # what the CLI starts, the UI's launchpad starts with the same config
+    for job in ("tree", "relabel", "expansion"):
+        selection = runner.expand_selection([job])
+        job_config = runner.run_config_for(0.7, {"n": 2, "max_tokens": 8}, selection)
+        assert job_config["ops"]
+        assert dg.validate_run_config(defs.resolve_job_def(job), job_config)
+    assert set(runner.job_assets()) == {"expansion", "tree", "relabel", "role_datasets",
+                                        "adapters", "evaluate"}
