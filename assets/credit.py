@@ -9,6 +9,7 @@ from pydantic import Field
 
 from assets.partitions import shard_partitions
 from assets.resources import LakeResource
+from assets.table_metadata import table_metadata
 from malt_lake.credit import (
     DEFAULT_THETA,
     check_partition,
@@ -40,7 +41,8 @@ def _reward_metadata(table, path) -> dict:
 
 
 @dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=["generations", "questions"], kinds={"parquet"})
+          deps=["generations", "questions"], kinds={"parquet"},
+          metadata=table_metadata("generation_rewards"))
 def generation_rewards(context: dg.AssetExecutionContext,
                        lake: LakeResource) -> dg.MaterializeResult:
     """Whether each generator answer is right (for analytics and the SA baseline)."""
@@ -60,7 +62,8 @@ LINEAGE_CHECK = dg.AssetCheckSpec(
 
 
 @dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=["refinements", "questions"], kinds={"parquet"}, check_specs=[LINEAGE_CHECK])
+          deps=["refinements", "questions"], kinds={"parquet"}, check_specs=[LINEAGE_CHECK],
+          metadata=table_metadata("leaf_rewards"))
 def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource):
     """Binary reward of every refinement: its final answer equals the ground truth."""
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
@@ -100,7 +103,8 @@ CREDIT_CHECKS = [
 
 @dg.asset(group_name="credit", partitions_def=shard_partitions,
           deps=[leaf_rewards, "generations", "critiques", "refinements"],
-          check_specs=CREDIT_CHECKS, kinds={"duckdb", "parquet"})
+          check_specs=CREDIT_CHECKS, kinds={"duckdb", "parquet"},
+          metadata=table_metadata("credit"))
 def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeResource):
     """Value of every tree node (mean of its children's values) and its label at theta."""
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
@@ -130,7 +134,7 @@ def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeRe
 
 ROLE_SPECS = [
     dg.AssetSpec(name, group_name="role_datasets", partitions_def=shard_partitions,
-                 deps=[credit], kinds={"duckdb", "parquet"},
+                 deps=[credit], kinds={"duckdb", "parquet"}, metadata=table_metadata(name),
                  description=f"{'SFT positives' if name in SFT_TABLES else 'DPO sibling pairs'}"
                              f" of the {role} (TRL conversational format)")
     for name, role in {**SFT_TABLES, **DPO_TABLES}.items()

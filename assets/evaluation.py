@@ -8,6 +8,7 @@ from pydantic import Field
 
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
+from assets.table_metadata import table_metadata
 from malt_lake.evaluate import (
     ROLES,
     EvalSettings,
@@ -50,7 +51,7 @@ class EvalConfig(dg.Config):
 @dg.asset(group_name="evaluate", partitions_def=dataset_partitions,
           deps=["generator_adapter", "verifier_adapter", "refiner_adapter",  # same dataset
                 dg.AssetDep("questions", partition_mapping=dg.AllPartitionMapping())],
-          kinds={"parquet", "llm"})
+          kinds={"parquet", "llm"}, metadata=table_metadata("eval_predictions"))
 def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
                project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """SA, SA+MV, MA, MA+MV, MALT and MALT+MV (and the ablations, if asked) on the dataset's

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from assets.partitions import shard_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
+from assets.table_metadata import table_metadata
 from malt_lake.expand import ROLE_TABLE, RoleSettings, expand
 from malt_lake.lake import partition_lock
 from malt_lake.lineage import data_version_of
@@ -62,7 +63,7 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=["questions"],
-          kinds={"parquet", "llm"})
+          kinds={"parquet", "llm"}, metadata=table_metadata("generations"))
 def generations(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
                 project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n generator answers per question."""
@@ -70,7 +71,7 @@ def generations(context: dg.AssetExecutionContext, config: ExpandConfig, lake: L
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[generations],
-          kinds={"parquet", "llm"})
+          kinds={"parquet", "llm"}, metadata=table_metadata("critiques"))
 def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
               project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n verifier critiques per generator answer."""
@@ -78,7 +79,7 @@ def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: Lak
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[critiques],
-          kinds={"parquet", "llm"})
+          kinds={"parquet", "llm"}, metadata=table_metadata("refinements"))
 def refinements(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
                 project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n refiner final answers per critique: the leaves of the tree."""

@@ -7,6 +7,7 @@ import dagster as dg
 
 from assets.partitions import dataset_partitions, shard_partitions
 from assets.resources import LakeResource, ProjectResource
+from assets.table_metadata import table_metadata
 from malt_lake.ingest import build_catalog, shard_questions, write_catalog
 from malt_lake.lake import partition_lock
 from malt_lake.lineage import data_version_of
@@ -15,7 +16,7 @@ from malt_lake.names import PartitionKey
 from malt_lake.sqlfiles import sql_path
 
 
-@dg.asset(group_name="ingest", kinds={"parquet", "polars"})
+@dg.asset(group_name="ingest", kinds={"parquet", "polars"}, metadata=table_metadata("shards"))
 def dataset_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource
 ) -> dg.MaterializeResult:
@@ -48,7 +49,7 @@ def dataset_catalog(
 
 @dg.asset(
     group_name="ingest", partitions_def=shard_partitions, deps=[dataset_catalog],
-    kinds={"parquet", "polars"},
+    kinds={"parquet", "polars"}, metadata=table_metadata("questions"),
 )
 def questions(
     context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource

@@ -12,6 +12,7 @@ from pydantic import Field
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.markdown import to_markdown
+from malt_lake.report import inline_image
 from malt_lake.training.role import LOSS_PLOT, RoleTraining, train_role
 
 
@@ -69,7 +70,10 @@ def _metadata(result: RoleTraining) -> dict:
         meta[f"{name}_tokens_per_s"] = stage["tokens_per_s"]
         curve = pl.DataFrame(stage["loss_history"], schema=["step", "loss"], orient="row")
         meta[f"{name}_loss_curve"] = dg.MetadataValue.md(to_markdown(curve))
-    meta["loss_plot"] = dg.MetadataValue.path(str(result.directory / LOSS_PLOT))
+    plot = result.directory / LOSS_PLOT
+    meta["loss_plot"] = dg.MetadataValue.path(str(plot))
+    if plot.is_file():  # inline, as the evaluation's chart
+        meta["loss_chart"] = dg.MetadataValue.md(inline_image(plot))
     return meta
 
 

@@ -156,3 +156,21 @@ def test_cli_selections_that_are_jobs_run_as_named_jobs(lake, instance, monkeypa
         assert dg.validate_run_config(defs.resolve_job_def(job), job_config)
     assert set(runner.job_assets()) == {"expansion", "tree", "relabel", "role_datasets",
                                         "adapters", "evaluate"}
+
+
+def test_every_table_asset_publishes_its_columns_from_schemas():
+    from malt_lake import schemas
+
+    graph = defs.resolve_asset_graph()
+    tables = {}
+    for key in graph.get_all_asset_keys():
+        metadata = graph.get(key).metadata
+        if "table" not in metadata:
+            continue
+        columns = metadata["dagster/column_schema"].columns
+        expected = schemas.schema_of(metadata["table"])
+        assert [(c.name, c.type) for c in columns] == [(f.name, str(f.type)) for f in expected]
+        tables[key.to_user_string()] = metadata["table"]
+    assert set(tables.values()) >= set(schemas.PARTITIONED) | {"shards", "eval_predictions"}
+    assert set(tables) == {k.to_user_string() for k in graph.get_all_asset_keys()
+                           if not k.to_user_string().endswith("_adapter")}

@@ -216,6 +216,7 @@ def test_refiner_sft_then_dpo_from_lake_tables_to_manifest(fake_tree_lake, insta
     assert dpo["loss_history"][0][1] == pytest.approx(math.log(2), abs=1e-4)
     meta = result.asset_materializations_for_node("refiner_adapter")[0].metadata
     assert meta["status"].value == "trained" and "| step | loss |" in meta["dpo_loss_curve"].value
+    assert meta["loss_chart"].value.startswith("![loss](data:image/png;base64,iVBOR")
 
     again = dg.materialize(ALL_ASSETS, selection=["refiner_adapter"], instance=instance,
                            resources=resources, partition_key="arith",
