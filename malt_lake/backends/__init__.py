@@ -26,7 +26,8 @@ class BackendSettings(BaseModel):
     kind: BackendKind = Field("transformers", description="transformers | vllm | openai | fake")
     model: str = Field("embedded", description="'embedded', a local model dir, a hub id, or "
                        "the served model name (openai)")
-    dtype: str = Field("bfloat16", description="transformers dtype (bfloat16 ~2x fp32 on CPU)")
+    dtype: str = Field("bfloat16", description="transformers dtype (bfloat16: faster than "
+                       "float32 on CPUs with bf16 units)")
     max_batch_rows: int = Field(192, ge=1, description="transformers: rows decoded together")
     base_url: str | None = Field(None, description="openai: server URL ending in /v1")
     api_key: str | None = Field(None, description="openai: bearer token, if the server needs one")

@@ -2,7 +2,7 @@
 
 On float32 weights the active adapter is merged into them (W + s·BA), so decoding costs what
 the base model costs; peft's unmerged forward adds two small matmuls to every targeted linear,
-which made adapter decoding ~1.45x slower here. On bf16/fp16 weights a merge is not exact: a
+which makes adapter decoding measurably slower. On bf16/fp16 weights a merge is not exact: a
 delta below half a unit in the last place of a weight rounds away, and a few DPO steps make
 exactly such deltas, so the merged model would be the base model. There the adapter runs
 unmerged (peft computes s·B(Ax) in the adapter's float32 and adds it to each layer's output).

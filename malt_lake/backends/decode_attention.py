@@ -1,7 +1,7 @@
 """Attention for decoding on a CPU: one query token per row, grouped-query heads unexpanded.
 
-PyTorch's CPU flash-attention kernel spends ~15 ms a layer on a 96-row decode step of
-SmolLM2 (q_len = 1, a padding mask), three quarters of the step. For one query token the work
+PyTorch's CPU flash-attention kernel takes most of a many-row decode step of SmolLM2
+(q_len = 1, a padding mask) in a profile. For one query token the work
 is two small batched matmuls over the cache, which read each key/value head once instead of
 repeating it for every query head. Prefill (q_len > 1) still goes to SDPA.
 

@@ -1,12 +1,13 @@
 """Next-token sampling for the transformers backend.
 
-Costs that dominated a 192-row decode step on this CPU, and what this module does instead:
-- ``torch.multinomial`` draws one exponential variate per vocabulary entry (~150 ms a step,
-  as long as the model's forward pass). Inverse-CDF sampling draws one uniform per row and
+Costs that dominated a 192-row decode step on a CPU in a profile, and what this module does
+instead:
+- ``torch.multinomial`` draws one exponential variate per vocabulary entry (as long as the
+  model's forward pass). Inverse-CDF sampling draws one uniform per row and
   finds it in the cumulative weights: token ``i`` owns ``[cdf[i-1], cdf[i])``.
 - Fresh 38 MB float tensors each step (``logits.float()``, softmax, cumsum) are mmapped and
-  page-faulted anew every time (~10 ms each). One workspace per batch, updated in place.
-- ``exp`` of very negative numbers takes a slow underflow path (20x slower at -100). Log
+  page-faulted anew every time. One workspace per batch, updated in place.
+- ``exp`` of very negative numbers takes a slow underflow path (many times slower). Log
   weights are clamped at ``MIN_LOG_WEIGHT`` first and whatever sat at that floor is zeroed
   after, so a token less likely than e^-80 (~1.8e-35) times the top token is never drawn,
   far below what a float32 cumulative sum can resolve anyway.

@@ -9,11 +9,16 @@ and values once for its n samples instead of n copies, (6) attends one query tok
 small matmuls instead of the CPU flash kernel (``decode_attention``), (7) samples by
 inverse CDF in a reused workspace (``sampling``) and (8) prefills the template head that
 every prompt of a batch starts with once, for one row (``_prefill``).
+
+Only models ``decoder_support`` allows take that path; any other model (another
+architecture, sliding-window layers, softcapping, sinks) is served by transformers' own
+``generate``, with a log line saying why.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +36,8 @@ from malt_lake.errors import ConfigError, HubUnavailable
 COMPACT_BELOW = 0.75
 # a prompt head shared by the whole batch is prefilled once when at least this long
 MIN_SHARED_HEAD = 16
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model(model: str) -> tuple[str, Path | str]:
@@ -57,9 +64,10 @@ class TransformersBackend:
                  dtype: str = "bfloat16", max_batch_rows: int = 192,
                  prefill_tokens: int = 32_768, share_prompt_cache: bool = True) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from malt_lake.backends.decode_attention import register
+        from malt_lake.backends.decoder_support import unsupported_reason
 
         self.model_id, source = resolve_model(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -71,9 +79,16 @@ class TransformersBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline,
                                                            **load)
+            # the custom decoder only for models it reproduces exactly (decoder_support)
+            self.unsupported = unsupported_reason(
+                AutoConfig.from_pretrained(source, local_files_only=offline, **load))
+            if self.unsupported:
+                log.warning("%s: %s; decoding with transformers' generate instead of the "
+                            "fast decoder", self.model_id, self.unsupported)
             self.model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=getattr(torch, dtype), use_safetensors=True,
-                local_files_only=offline, attn_implementation=register(),
+                local_files_only=offline,
+                attn_implementation="sdpa" if self.unsupported else register(),
                 **load).to(self.device).eval()
         except OSError as exc:
             if isinstance(source, str):
@@ -143,6 +158,8 @@ class TransformersBackend:
 
         try:
             with torch.inference_mode():
+                if self.unsupported:
+                    return self._sample_with_generate(prompts, params, seed)
                 return self._sample_unsafe(prompts, params, seed)
         except torch.OutOfMemoryError as exc:
             raise BackendError(f"out of memory with {len(prompts)} prompts x n={params.n}; "
@@ -205,6 +222,38 @@ class TransformersBackend:
             for i, text in enumerate(texts)
         ]
         return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _sample_with_generate(self, prompts: list[list[int]], params: SamplingParams,
+                              seed: int) -> list[list[Completion]]:
+        """transformers' ``generate`` on the left-padded batch: the maintained path for the
+        models the custom decoder does not serve. Same request contract (n samples per
+        prompt, finish reasons, token counts); draws come from ``seed``."""
+        import torch
+
+        pad, width = self.tokenizer.pad_token_id, max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts],
+                                 device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                            device=self.device)
+        sample = params.temperature > 0
+        torch.manual_seed(seed)
+        # n rows per prompt (generate's num_return_sequences refuses n > 1 when greedy)
+        out = self.model.generate(
+            input_ids=input_ids.repeat_interleave(params.n, dim=0),
+            attention_mask=mask.repeat_interleave(params.n, dim=0),
+            max_new_tokens=params.max_tokens, do_sample=sample,
+            temperature=params.temperature if sample else None,
+            top_p=params.top_p if sample else None, top_k=0 if sample else None,
+            pad_token_id=pad, eos_token_id=self.eos_ids)
+        completions = []
+        for i, row in enumerate(out[:, width:].tolist()):
+            stop = next((j for j, token in enumerate(row) if token in self.eos_ids), None)
+            tokens = row if stop is None else row[:stop]
+            completions.append(Completion(
+                self.tokenizer.decode(tokens, skip_special_tokens=True),
+                len(prompts[i // params.n]), len(tokens),
+                "length" if stop is None else "stop"))
+        return [completions[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
     def _prefill(self, prompts: list[list[int]], cache):
         """Run the prompts into ``cache``; returns (model output, attention mask so far).

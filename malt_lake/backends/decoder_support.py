@@ -1,0 +1,34 @@
+"""Which models the custom decoder (``kv_cache``, ``decode_attention``, ``sampling``) may serve.
+
+It is written and tested for plain causal self-attention with rotary positions and grouped
+key/value heads, every layer attending to the whole context. A model outside that (another
+architecture, or one of these with sliding-window layers, logit softcapping or attention
+sinks) would decode without the feature it ignores and write wrong text, so such a model is
+refused here and served by transformers' own ``generate`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# model_type values whose attention the custom path reproduces exactly
+ALLOWED_ARCHITECTURES = frozenset({"llama", "qwen2", "qwen3"})
+
+
+def unsupported_reason(config: Any) -> str | None:
+    """Why the custom decoder must not serve a model with this config; None when it may."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ALLOWED_ARCHITECTURES:
+        return (f"architecture {model_type!r} is not one the fast decoder supports "
+                f"({', '.join(sorted(ALLOWED_ARCHITECTURES))})")
+    layer_types = getattr(config, "layer_types", None) or []
+    if getattr(config, "use_sliding_window", False) or any(
+            kind != "full_attention" for kind in layer_types):
+        return "it has sliding-window attention layers"
+    for name in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if getattr(config, name, None):
+            return f"it uses {name}"
+    for name in ("sinks", "attention_sinks", "use_sinks", "num_sink_tokens"):
+        if getattr(config, name, None):
+            return f"it uses attention sinks ({name})"
+    return None
