@@ -13,6 +13,7 @@ import click
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from malt_lake.errors import MaltLakeError
@@ -106,7 +107,8 @@ def run(app_: typer.Typer) -> None:
         app_(standalone_mode=False)
     except MaltLakeError as exc:
         # soft wrap: a message stays on its lines, whatever the terminal's width
-        err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        # escaped: the message may quote the user's own text (SQL with [brackets])
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from None
     except USAGE_ERRORS as exc:
         exc.show()

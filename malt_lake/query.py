@@ -91,7 +91,9 @@ def run_read_only(lake: Lake, sql: str) -> pa.Table:
             raise QueryRefused(
                 f"{exc}. `malt-lake sql` may only read files under {lake.root}"
             ) from exc
-        except USER_SQL_ERRORS as exc:
+        except OUR_FAULTS:
+            raise
+        except duckdb.Error as exc:
             hint = _candidates(exc)
             if isinstance(exc, duckdb.BinderException | duckdb.CatalogException):
                 hint += '; `malt-lake sql "show tables"` lists the views'
@@ -100,11 +102,10 @@ def run_read_only(lake: Lake, sql: str) -> pa.Table:
         con.close()
 
 
-# What a user's statement can get wrong; anything else (an I/O or internal error) is ours and
-# keeps its traceback
-USER_SQL_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
-                   duckdb.ConversionException, duckdb.OutOfRangeException,
-                   duckdb.TypeMismatchException, duckdb.InvalidInputException)
+# Errors no statement of the user's causes (a DuckDB bug, a broken connection): they keep their
+# traceback. Any other DuckDB error (binder, parser, catalog, conversion, a file the query names
+# that is not there, a corrupt lake file) is one line and exit 2.
+OUR_FAULTS = (duckdb.InternalException, duckdb.FatalException)
 
 
 def first_line(exc: Exception) -> str:

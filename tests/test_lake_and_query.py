@@ -140,6 +140,8 @@ def test_read_only_surface_refuses_writes_and_outside_files(lake, statement, nee
     ("select * from questionz", "Table with name questionz does not exist!"),
     ("select 1 / 0 > 'x'::int", "Could not convert string 'x'"),
     ("select count(*) from questions group by nothing_here", "nothing_here"),
+    ("select * from read_parquet(getvariable('lake_root') || '/nope/*.parquet')",
+     "No files found that match the pattern"),
 ])
 def test_a_users_sql_mistake_is_one_line_naming_what_exists(lake, statement, needle):
     lake.write_partition("questions", KEY, question_rows(KEY, 3))

@@ -171,6 +171,7 @@ def test_whole_graph_twice_gives_identical_ids_and_counts(lake, instance, tmp_pa
     (["sql", "select nope from questions"], 'Binder Error: Referenced column "nope" not found'),
     (["sql", "select * from questionz"], 'Did you mean "questions"?'),
     (["sql", "select 'a'::int"], "Conversion Error: Could not convert string 'a' to INT32"),
+    (["sql", "select '[/x]'::int"], "Could not convert string '[/x]' to INT32"),
 ])
 def test_bad_cli_input_is_a_clear_error_and_changes_nothing(fake_tree, args, needle):
     before = snapshot(fake_tree)
