@@ -115,16 +115,31 @@ def test_fast_decoder_agrees_with_a_stock_model_in_bf16():
         with torch.inference_mode():
             logits = stock(input_ids=torch.tensor([prompt + answer])).logits[0]
         choice = logits[len(prompt) - 1:len(prompt) - 1 + len(answer)].argmax(-1).tolist()
-        rates.append(sum(a == b for a, b in zip(choice, answer, strict=True)) / len(answer))
+        rates.append(sum(a == b for a, b in zip(choice, answer, strict=True))
+                     / max(len(answer), 1))
     assert sum(rates) / len(rates) >= 0.97 and min(rates) >= 0.95, rates
 
 
-def test_a_model_the_fast_decoder_does_not_support_decodes_with_generate(tmp_path, caplog):
-    """Another architecture (GPT-2 here, tiny and random) is not run through the custom
-    decoder: the backend says so and serves it with transformers' generate, keeping the
-    request contract (n samples, finish reasons, token counts, greedy = generate alone)."""
+def _tiny(kind: str, vocab: int, bos: int, eos: int):
+    from transformers import Gemma2Config, GPT2Config
+
+    if kind == "gpt2":
+        return GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, bos_token_id=bos,
+                          eos_token_id=eos)
+    return Gemma2Config(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                        head_dim=16, hidden_size=32, intermediate_size=64, vocab_size=vocab,
+                        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos)
+
+
+@pytest.mark.parametrize("kind,attention", [("gpt2", "sdpa"), ("gemma2", "eager")])
+def test_a_model_the_fast_decoder_does_not_support_decodes_with_generate(kind, attention,
+                                                                         tmp_path, caplog):
+    """Another architecture (tiny and random) is not run through the custom decoder: the
+    backend says so and serves it with transformers' generate (eager attention where the model
+    softcaps it: SDPA would leave that out), keeping the request contract (n samples, finish
+    reasons, token counts, greedy = generate alone)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from malt_lake.backends.base import GenerationRequest, SamplingParams
     from malt_lake.backends.embedded import embedded_model_dir
@@ -132,14 +147,14 @@ def test_a_model_the_fast_decoder_does_not_support_decodes_with_generate(tmp_pat
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(GPT2Config(
-        n_layer=2, n_head=2, n_embd=32, vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    model.save_pretrained(tmp_path / "gpt2-tiny")
-    tokenizer.save_pretrained(tmp_path / "gpt2-tiny")
+    model = AutoModelForCausalLM.from_config(_tiny(kind, len(tokenizer), tokenizer.bos_token_id,
+                                                   tokenizer.eos_token_id))
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
     with caplog.at_level("WARNING"):
-        backend = TransformersBackend(str(tmp_path / "gpt2-tiny"), dtype="float32")
-    assert "architecture 'gpt2' is not one the fast decoder supports" in caplog.text
+        backend = TransformersBackend(str(tmp_path / "tiny"), dtype="float32")
+    assert f"architecture '{kind}' is not one the fast decoder supports" in caplog.text
+    assert backend.model.config._attn_implementation == attention
     requests = [GenerationRequest(f"q{i}", [{"role": "user", "content": text}])
                 for i, text in enumerate(["What is 2 + 3?", "Add 14 and 29, then double it.",
                                           "Hi"])]
@@ -148,7 +163,8 @@ def test_a_model_the_fast_decoder_does_not_support_decodes_with_generate(tmp_pat
         ids = tokenizer.apply_chat_template(request.messages, add_generation_prompt=True,
                                             return_tensors="pt", return_dict=True)
         ref = backend.model.generate(**ids, max_new_tokens=8, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
+                                     pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=backend.eos_ids)
         expected = tokenizer.decode(ref[0][ids["input_ids"].shape[1]:],
                                     skip_special_tokens=True)
         assert [s.text for s in samples] == [expected] * 2

@@ -22,12 +22,17 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from malt_lake.backends.kv_cache import SharedPrefix
 
 NAME = "malt_decode"
+# attention arguments some architectures pass that this implementation would silently ignore
+IGNORED_FEATURES = ("sliding_window", "softcap", "s_aux")
 
 
 def decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                      value: torch.Tensor, attention_mask: torch.Tensor | None,
                      dropout: float = 0.0, scaling: float | None = None, **kwargs
                      ) -> tuple[torch.Tensor, None]:
+    ignored = [name for name in IGNORED_FEATURES if kwargs.get(name) is not None]
+    if ignored:  # decoder_support should have kept this model away; never decode it wrong
+        raise RuntimeError(f"malt_decode attention does not implement {', '.join(ignored)}")
     if isinstance(key, SharedPrefix):
         if query.shape[2] != 1 or module.training:
             raise RuntimeError("a shared-prefix cache only serves one-token decode steps")

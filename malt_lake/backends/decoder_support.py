@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# model_type values whose attention the custom path reproduces exactly
+# model_type values whose attention the custom path implements (checked by tests on llama)
 ALLOWED_ARCHITECTURES = frozenset({"llama", "qwen2", "qwen3"})
+SINK_ATTRIBUTES = ("sinks", "attention_sinks", "use_sinks", "num_sink_tokens")
 
 
 def unsupported_reason(config: Any) -> str | None:
@@ -28,7 +29,21 @@ def unsupported_reason(config: Any) -> str | None:
     for name in ("attn_logit_softcapping", "final_logit_softcapping"):
         if getattr(config, name, None):
             return f"it uses {name}"
-    for name in ("sinks", "attention_sinks", "use_sinks", "num_sink_tokens"):
+    for name in SINK_ATTRIBUTES:
         if getattr(config, name, None):
             return f"it uses attention sinks ({name})"
     return None
+
+
+def fallback_attention(config: Any) -> str | None:
+    """The attention implementation for a model the custom decoder refuses: eager where the
+    model has attention softcapping or sinks (transformers' SDPA path leaves softcapping
+    out), else None, transformers' own default for that model class."""
+    if getattr(config, "attn_logit_softcapping", None) or model_has_sinks(config):
+        return "eager"
+    return None
+
+
+def model_has_sinks(config: Any) -> bool:
+    return getattr(config, "model_type", None) == "gpt_oss" or any(
+        getattr(config, name, None) for name in SINK_ATTRIBUTES)

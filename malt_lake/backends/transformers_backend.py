@@ -67,7 +67,7 @@ class TransformersBackend:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from malt_lake.backends.decode_attention import register
-        from malt_lake.backends.decoder_support import unsupported_reason
+        from malt_lake.backends.decoder_support import fallback_attention, unsupported_reason
 
         self.model_id, source = resolve_model(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,16 +79,17 @@ class TransformersBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline,
                                                            **load)
-            # the custom decoder only for models it reproduces exactly (decoder_support)
-            self.unsupported = unsupported_reason(
-                AutoConfig.from_pretrained(source, local_files_only=offline, **load))
+            # the custom decoder only for the models it is written for (decoder_support)
+            config = AutoConfig.from_pretrained(source, local_files_only=offline, **load)
+            self.unsupported = unsupported_reason(config)
+            attention = fallback_attention(config) if self.unsupported else register()
             if self.unsupported:
-                log.warning("%s: %s; decoding with transformers' generate instead of the "
-                            "fast decoder", self.model_id, self.unsupported)
+                log.warning("%s: %s; decoding with transformers' generate (attention: %s) "
+                            "instead of the fast decoder", self.model_id, self.unsupported,
+                            attention or "transformers' default")
             self.model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=getattr(torch, dtype), use_safetensors=True,
-                local_files_only=offline,
-                attn_implementation="sdpa" if self.unsupported else register(),
+                local_files_only=offline, attn_implementation=attention,
                 **load).to(self.device).eval()
         except OSError as exc:
             if isinstance(source, str):
@@ -229,6 +230,7 @@ class TransformersBackend:
         models the custom decoder does not serve. Same request contract (n samples per
         prompt, finish reasons, token counts); draws come from ``seed``."""
         import torch
+        from transformers import GenerationConfig
 
         pad, width = self.tokenizer.pad_token_id, max(len(p) for p in prompts)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts],
@@ -236,15 +238,22 @@ class TransformersBackend:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                             device=self.device)
         sample = params.temperature > 0
-        torch.manual_seed(seed)
-        # n rows per prompt (generate's num_return_sequences refuses n > 1 when greedy)
-        out = self.model.generate(
-            input_ids=input_ids.repeat_interleave(params.n, dim=0),
-            attention_mask=mask.repeat_interleave(params.n, dim=0),
+        # only the request's settings: a checkpoint's own generation_config (repetition
+        # penalty, stop strings, min tokens...) is not part of the request contract
+        config = GenerationConfig(
             max_new_tokens=params.max_tokens, do_sample=sample,
             temperature=params.temperature if sample else None,
             top_p=params.top_p if sample else None, top_k=0 if sample else None,
             pad_token_id=pad, eos_token_id=self.eos_ids)
+        device = self.model.device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the caller's global RNG state is kept
+            torch.manual_seed(seed)
+            # n rows per prompt (generate refuses num_return_sequences > 1 when greedy)
+            out = self.model.generate(
+                input_ids=input_ids.repeat_interleave(params.n, dim=0),
+                attention_mask=mask.repeat_interleave(params.n, dim=0),
+                generation_config=config)
         completions = []
         for i, row in enumerate(out[:, width:].tolist()):
             stop = next((j for j, token in enumerate(row) if token in self.eos_ids), None)
