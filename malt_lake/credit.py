@@ -129,14 +129,23 @@ def _require(lake: Lake, key: PartitionKey, tables: list[str]) -> None:
 
 
 def _require_columns(lake: Lake, key: PartitionKey, table: str, columns: list[str]) -> None:
-    """A partition written before a column was added is named, not read as nulls (credit
-    would give every node a null value)."""
-    present = set(pq.read_schema(lake.partition_file(table, key)).names)
-    missing = [c for c in columns if c not in present]
+    """A partition written before a column was added (or with nulls in it) is named, not
+    read: credit would give the parents of those rows a null value."""
+    metadata = pq.ParquetFile(lake.partition_file(table, key)).metadata
+    names = metadata.schema.names
+    missing = [c for c in columns if c not in names]
     if missing:
         raise LakeError(f"partition {key}: {table} was written by an older malt-lake (no "
                         f"{', '.join(missing)}); rematerialize `{table}` for it (it reads the "
                         "stored refinements, no model call)")
+    for column in columns:  # a null index would leave its parent without a value carrier
+        index = names.index(column)
+        nulls = sum(metadata.row_group(i).column(index).statistics.null_count
+                    for i in range(metadata.num_row_groups)
+                    if metadata.row_group(i).column(index).statistics is not None)
+        if nulls:
+            raise LakeError(f"partition {key}: {table} has {nulls} row(s) without {column}; "
+                            f"rematerialize `{table}` for it")
 
 
 def require_fresh_lineage(lake: Lake, key: PartitionKey) -> None:

@@ -220,5 +220,6 @@ def warehouse_root() -> Path:
 
 
 def is_source_checkout() -> bool:
-    """malt_lake imported from its repository (editable install, or run in place)."""
-    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "warehouse").is_dir()
+    """malt_lake imported from its repository (editable install, or run in place), whether
+    or not its warehouse/ exists yet."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "sql" / "credit").is_dir()

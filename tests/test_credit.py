@@ -167,6 +167,17 @@ def test_leaf_rewards_from_before_r_idx_are_named_not_read_as_nulls(worked):
         compute_credit(worked, KEY, 0.5)
 
 
+
+def test_leaf_rewards_with_a_null_r_idx_are_named(worked):
+    path = worked.partition_file("leaf_rewards", KEY)
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("r_idx")
+    nulls = pa.array([None, *table.column("r_idx").to_pylist()[1:]], pa.int64())
+    pq.write_table(table.set_column(index, "r_idx", nulls), path)
+    with pytest.raises(LakeError, match="1 row\\(s\\) without r_idx"):
+        compute_credit(worked, KEY, 0.5)
+
+
 def random_trees(seed: int, questions: int) -> dict:
     """Trees of uneven shape: 0-3 generations, 0-3 critiques (some failed), 1-4 leaves each
     (some failed)."""
