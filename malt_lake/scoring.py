@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import polars as pl
 import pyarrow as pa
 
+from malt_lake import schemas
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
 from malt_lake.rewards import checker_for
@@ -40,20 +40,12 @@ def score_rows(rows: list[dict], questions: dict[str, dict], id_columns: list[st
 def leaf_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
     refinements = lake.read_required("refinements", key)
     # r_idx too: credit lets each verifier's first leaf carry its value (an integer compare)
-    ids = ["g_id", "v_id", "r_idx", "r_id"]
-    rows = score_rows(refinements.to_pylist(), _questions(lake, key), ids)
-    return _table(rows, ids)
+    rows = score_rows(refinements.to_pylist(), _questions(lake, key),
+                      ["g_id", "v_id", "r_idx", "r_id"])
+    return pa.Table.from_pylist(rows, schema=schemas.LEAF_REWARDS)
 
 
 def generation_rewards(lake: Lake, key: PartitionKey) -> pa.Table:
     generations = lake.read_required("generations", key)
     rows = score_rows(generations.to_pylist(), _questions(lake, key), ["g_id"])
-    return _table(rows, ["g_id"])
-
-
-def _table(rows: list[dict], id_columns: list[str]) -> pa.Table:
-    schema = {c: pl.Int64 if c.endswith("_idx") else pl.String
-              for c in ["dataset", "shard", "question_id", *id_columns]}
-    schema.update(pred_answer=pl.String, gold_answer=pl.String, reward=pl.Int8,
-                  parse_ok=pl.Boolean, checker=pl.String, fingerprint=pl.String)
-    return pl.DataFrame(rows, schema=schema).to_arrow()
+    return pa.Table.from_pylist(rows, schema=schemas.GENERATION_REWARDS)
