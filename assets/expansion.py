@@ -36,10 +36,11 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
     key = PartitionKey.parse(context.partition_key)
     the_lake = lake.lake()
     table_name = ROLE_TABLE[role]
-    budgets = project.settings().dataset(key.dataset).budgets()
-    settings = RoleSettings(**config.model_dump()).with_budget(budgets, role)
+    spec = project.settings().dataset(key.dataset)
+    settings = RoleSettings(**config.model_dump()).with_budget(spec.budgets(), role)
     with partition_lock(the_lake, table_name, key):
-        table = expand(the_lake, key, role, backend.engine(), settings, log=context.log.info)
+        table = expand(the_lake, key, role, backend.engine(), settings, log=context.log.info,
+                       prompts=spec.prompts)
     rows = table.to_pylist()
     failed = sum(1 for r in rows if r["error"] is not None)
     unparsed = sum(1 for r in rows if r["error"] is None and not r["parse_ok"])
@@ -54,6 +55,7 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
         "truncated_samples": truncated,
         "truncation_rate": truncated / len(rows) if rows else 0.0,
         "max_tokens": settings.max_tokens,
+        "prompts": spec.prompts or spec.family,
         "completion_tokens": tokens,
         "model": rows[0]["model"] if rows else "",
         "path": dg.MetadataValue.path(str(the_lake.partition_file(table_name, key))),

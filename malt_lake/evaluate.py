@@ -116,7 +116,8 @@ Chains = dict[str, list[list[Turn]]]  # question_id -> [[G, V, R] turns per chai
 
 def run_chains(backend: Backend, questions: Sequence[dict],
                systems: dict[str, AdapterSet], settings: EvalSettings, seed: int,
-               log: Log, budgets: TokenBudgets | None = None) -> dict[str, Chains]:
+               log: Log, budgets: TokenBudgets | None = None,
+               prompts: str | None = None) -> dict[str, Chains]:
     """``votes`` G→V→R chains per question for every adapter set, with run seed ``seed``.
 
     Every request is one chain's turn (n = 1) with a seed of its own derived from (run seed,
@@ -125,7 +126,8 @@ def run_chains(backend: Backend, questions: Sequence[dict],
     seeds sample i with seed + i would make seed 1's chain 0 seed 0's chain 1. Requests that
     are identical (same adapter, prompt and seed, e.g. an untrained role's turn in both
     adapter sets) are generated once, so such chains match exactly. One backend call per
-    role covers every adapter set (the backend groups requests by adapter)."""
+    role covers every adapter set (the backend groups requests by adapter). Prompts come from
+    the prompt set ``prompts`` (None: each question's family's own), as in expansion."""
     budgets = budgets or TokenBudgets.uniform(settings.max_tokens or 256)
     keys = [(label, q, c) for label in systems for q in questions
             for c in range(settings.votes)]
@@ -134,8 +136,13 @@ def run_chains(backend: Backend, questions: Sequence[dict],
     bar = tqdm(total=len(keys) * 3, unit="gen", desc=f"eval {' + '.join(systems)} seed {seed}")
     for role in ROLES:
         tokens = settings.max_tokens or budgets.for_role(role)
+        templates = {q["family"]: template(prompts or q["family"], role) for q in questions}
+        stops = {tpl.stop for tpl in templates.values()}
+        if len(stops) > 1:
+            raise LakeError("held-out questions of one dataset have families with different "
+                            "stop patterns; evaluate them as separate datasets")
         params = SamplingParams(n=1, temperature=settings.temperature, max_tokens=tokens,
-                                seed=seed)
+                                seed=seed, stop=stops.pop() if stops else ())
         requests = []
         for label, q, c in keys:
             chain = chains[label][q["question_id"]][c]
@@ -146,7 +153,7 @@ def run_chains(backend: Backend, questions: Sequence[dict],
                 extra["critique"] = chain[1].text or ""
             requests.append(GenerationRequest(
                 f"{q['question_id']}/c{c}/{role}",
-                template(q["family"], role).render(q["question"], q["choices"], **extra),
+                templates[q["family"]].render(q["question"], q["choices"], **extra),
                 systems[label][role], seed=request_seed(seed, "eval", q["question_id"], c, role)))
         outs = _generate_unique(backend, requests, params)
         for (label, q, c), request, out in zip(keys, requests, outs, strict=True):
@@ -252,18 +259,26 @@ def _equivalent(checker: Checker, a: str, b: str) -> bool:
 
 def evaluation_id(model: str, adapters: AdapterSet, settings: EvalSettings,
                   dataset: str, split: str, budgets: TokenBudgets | None = None,
-                  ablations: dict[str, AdapterSet] | None = None) -> str:
+                  ablations: dict[str, AdapterSet] | None = None,
+                  prompts: str | None = None) -> str:
     blob = json.dumps({"model": model, "adapters": adapters, "settings": settings.model_dump(),
                        "dataset": dataset, "split": split,
                        "budgets": budgets.model_dump() if budgets else None,
-                       **({"ablations": ablations} if ablations else {})}, sort_keys=True)
+                       **({"ablations": ablations} if ablations else {}),
+                       **({"prompts": _prompt_hashes(prompts)} if prompts else {})},
+                      sort_keys=True)
     return "e-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _prompt_hashes(prompts: str) -> dict[str, str]:
+    return {role: template(prompts, role).hash for role in ROLES}
 
 
 def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
              adapters: AdapterSet, settings: EvalSettings,
              budgets: TokenBudgets | None = None, log: Log = print,
-             ablations: dict[str, AdapterSet] | None = None) -> pa.Table:
+             ablations: dict[str, AdapterSet] | None = None,
+             prompts: str | None = None) -> pa.Table:
     """All six systems (and the ``ablations`` adapter sets, if given) over ``settings.seeds``
     seeds, each seed on its own random subset of the held-out split (``settings.limit``);
     returns the eval_predictions rows, which record the questions every seed used. Turns
@@ -276,13 +291,13 @@ def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
     if clash:
         raise ValueError(f"ablation labels {sorted(clash)} are taken")
     eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split, budgets,
-                            ablations)
+                            ablations, prompts)
     rows: list[dict[str, Any]] = []
     for seed in range(settings.seeds):
         questions = sample_questions(heldout, settings.limit, seed, dataset)
         chains = run_chains(backend, questions, {"base": dict.fromkeys(ROLES),
                                                  "MALT": adapters, **ablations},
-                            settings, seed, log, budgets)
+                            settings, seed, log, budgets, prompts)
         rows += predictions(questions, chains["base"], chains["MALT"], seed, split, eval_id,
                             backend.model_id, {label: chains[label] for label in ablations})
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_PREDICTIONS)

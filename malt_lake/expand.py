@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -81,10 +81,12 @@ class Parent:
     choices: list[dict] | None
     template_hash: str
     fingerprint: str             # the parent row's content fingerprint (lineage)
+    stop: tuple[str, ...] = ()   # the template's stop patterns for the child's completion
 
 
-def plan(lake: Lake, key: PartitionKey, role: str) -> list[Parent]:
-    """The parents of one role in a partition, with the exact prompt each child will see."""
+def plan(lake: Lake, key: PartitionKey, role: str, prompts: str | None = None) -> list[Parent]:
+    """The parents of one role in a partition, with the exact prompt each child will see,
+    from the prompt set ``prompts`` (None: each question's family's own)."""
     questions = lake.read_required("questions", key)
     by_question = {q["question_id"]: q for q in questions.to_pylist()}
     if role == "generator":
@@ -104,10 +106,10 @@ def plan(lake: Lake, key: PartitionKey, role: str) -> list[Parent]:
         raise ValueError(f"unknown role {role!r}")
     parents = []
     for ids, request_id, question, extra, parent_fingerprint in rows:
-        tpl = template(question["family"], role)
+        tpl = template(prompts or question["family"], role)
         messages = tpl.render(question["question"], question["choices"], **extra)
         parents.append(Parent(ids, request_id, messages, question["family"],
-                              question["choices"], tpl.hash, parent_fingerprint))
+                              question["choices"], tpl.hash, parent_fingerprint, tpl.stop))
     return sorted(parents, key=lambda p: p.request_id)
 
 
@@ -128,8 +130,9 @@ class Expansion:
 
     def __init__(self, lake: Lake, key: PartitionKey, role: str, backend: Backend,
                  settings: RoleSettings, log: Callable[[str], None] | None = None,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, prompts: str | None = None) -> None:
         self.lake, self.key, self.role = lake, key, role
+        self.prompts = prompts
         self.table = ROLE_TABLE[role]
         self.backend = backend
         self.settings = settings if settings.max_tokens is not None else \
@@ -140,7 +143,7 @@ class Expansion:
             f"dataset={key.dataset}" / f"shard={key.shard}"
 
     def run(self) -> pa.Table:
-        parents = plan(self.lake, self.key, self.role)
+        parents = plan(self.lake, self.key, self.role, self.prompts)
         done = self._resume(self._fingerprint(parents))
         todo = [p for p in parents if p.request_id not in done]
         n = self.settings.n
@@ -154,10 +157,7 @@ class Expansion:
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             began = time.perf_counter()
-            completions = self.backend.generate(
-                [GenerationRequest(p.request_id, p.messages, self.settings.adapter,
-                                   seed=self._seed(p)) for p in batch],
-                self.settings.sampling())
+            completions = self._generate(batch)
             tokens = sum(c.n_tokens for cs in completions for c in cs)
             rate = tokens / max(time.perf_counter() - began, 1e-9)
             self._checkpoint(self._rows(batch, completions))
@@ -184,6 +184,21 @@ class Expansion:
                 bar.set_postfix(tokens=count[0], tok_s=f"{count[0] / max(now - began, 1e-9):.0f}")
 
         self.backend.on_step = on_step
+
+    def _generate(self, batch: list[Parent]) -> list[list[Completion]]:
+        """One backend call per stop-pattern set (one, unless a partition mixes families)."""
+        by_stop: dict[tuple[str, ...], list[int]] = {}
+        for index, parent in enumerate(batch):
+            by_stop.setdefault(parent.stop, []).append(index)
+        completions: list[list[Completion]] = [[] for _ in batch]
+        for stop, indices in by_stop.items():
+            outs = self.backend.generate(
+                [GenerationRequest(batch[i].request_id, batch[i].messages, self.settings.adapter,
+                                   seed=self._seed(batch[i])) for i in indices],
+                replace(self.settings.sampling(), stop=stop))
+            for i, out in zip(indices, outs, strict=True):
+                completions[i] = out
+        return completions
 
     # -- rows --------------------------------------------------------------------------------
     def _seed(self, parent: Parent) -> int:
@@ -243,7 +258,7 @@ class Expansion:
                 exclude={"batch_prompts"}), "role": self.role,
         }, sort_keys=True).encode())
         for parent in parents:
-            digest.update(json.dumps([parent.request_id, parent.messages,
+            digest.update(json.dumps([parent.request_id, parent.messages, parent.template_hash,
                                       parent.fingerprint]).encode())
         return digest.hexdigest()
 
@@ -295,7 +310,8 @@ class Expansion:
 
 def expand(lake: Lake, key: PartitionKey, role: str, backend: Backend,
            settings: RoleSettings | None = None, log: Callable[[str], None] | None = None,
-           show_progress: bool = True) -> pa.Table:
-    """Generate, checkpoint and write one role's table for one partition."""
+           show_progress: bool = True, prompts: str | None = None) -> pa.Table:
+    """Generate, checkpoint and write one role's table for one partition, with the prompt set
+    ``prompts`` (None: the questions' family's own)."""
     return Expansion(lake, key, role, backend, settings or RoleSettings(), log,
-                     show_progress).run()
+                     show_progress, prompts).run()

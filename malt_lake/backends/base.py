@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from malt_lake.errors import MaltLakeError
@@ -23,8 +24,17 @@ class SamplingParams:
     top_p: float = 1.0
     max_tokens: int = 512
     seed: int = 0
+    # regular expressions that end a completion: its text is kept up to the end of the
+    # earliest match (the role's answer line, e.g. "Final Answer: 7\n"), finish_reason "stop"
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for pattern in self.stop:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"stop pattern {pattern!r} is not a regular expression: "
+                                 f"{exc}") from None
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.max_tokens < 1:
@@ -71,6 +81,22 @@ class Completion:
     @classmethod
     def failed(cls, error: str) -> Completion:
         return cls(None, 0, 0, None, error)
+
+
+def stop_index(text: str, stop: Sequence[str]) -> int | None:
+    """Where ``text`` ends by the earliest match of a stop pattern; None when none matches."""
+    ends = [m.end() for pattern in stop if (m := re.search(pattern, text))]
+    return min(ends) if ends else None
+
+
+def cut_at_stop(completion: Completion, stop: Sequence[str]) -> Completion:
+    """``completion`` ended at its first stop match: how a backend without regex stops (vLLM
+    and OpenAI servers take literal strings only) gives the same text as one that stops
+    early. Tokens past the match were still decoded and stay counted in ``n_tokens``."""
+    end = stop_index(completion.text, stop) if completion.text and stop else None
+    if end is None:
+        return completion
+    return replace(completion, text=completion.text[:end], finish_reason="stop")
 
 
 class Backend(Protocol):

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from malt_lake.backends.base import Completion, GenerationRequest, SamplingParams
+from malt_lake.backends.base import Completion, GenerationRequest, SamplingParams, cut_at_stop
 
 
 class FakeBackend:
@@ -25,7 +25,8 @@ class FakeBackend:
         self.calls += 1
         if self.delay_s:
             time.sleep(self.delay_s)
-        return [[self._one(r, i, params) for i in range(params.n)] for r in requests]
+        return [[cut_at_stop(self._one(r, i, params), params.stop) for i in range(params.n)]
+                for r in requests]
 
     def _one(self, request: GenerationRequest, index: int, params: SamplingParams) -> Completion:
         # the adapter by its version name, not its path: where the lake lives must not change

@@ -14,7 +14,13 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from malt_lake.backends.base import BackendError, Completion, GenerationRequest, SamplingParams
+from malt_lake.backends.base import (
+    BackendError,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    cut_at_stop,
+)
 
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -57,7 +63,9 @@ class OpenAIBackend:
                                           headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(http, timeout=self.timeout_s) as response:
-                    return _parse(json.loads(response.read()), params.n)
+                    # the API's stop strings are literal; the regex stops cut the text here
+                    return [cut_at_stop(c, params.stop)
+                            for c in _parse(json.loads(response.read()), params.n)]
             except urllib.error.HTTPError as exc:
                 error = f"HTTP {exc.code}: {exc.read()[:200].decode(errors='replace')}"
                 if exc.code not in TRANSIENT_STATUS:

@@ -28,6 +28,8 @@ from malt_lake.backends.base import (
     Completion,
     GenerationRequest,
     SamplingParams,
+    cut_at_stop,
+    stop_index,
 )
 from malt_lake.errors import ConfigError, HubUnavailable
 
@@ -36,6 +38,8 @@ from malt_lake.errors import ConfigError, HubUnavailable
 COMPACT_BELOW = 0.75
 # a prompt head shared by the whole batch is prefilled once when at least this long
 MIN_SHARED_HEAD = 16
+# live rows are checked for a stop pattern every this many steps (a batched detokenization)
+STOP_CHECK_EVERY = 4
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +205,8 @@ class TransformersBackend:
                     finished[row] = True
                 else:
                     tokens[row].append(token)
+            if params.stop and (step + 1) % STOP_CHECK_EVERY == 0:
+                self._finish_stopped(tokens, finished, rows.tolist(), params.stop)
             live = torch.tensor([not finished[r] for r in rows.tolist()], device=device)
             n_live = int(live.sum())
             if self.on_step is not None:
@@ -218,11 +224,22 @@ class TransformersBackend:
             logits = out.logits[:, -1, :]
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         completions = [
-            Completion(text, len(prompts[i // n]), len(tokens[i]),
-                       "stop" if finished[i] else "length")
+            cut_at_stop(Completion(text, len(prompts[i // n]), len(tokens[i]),
+                                   "stop" if finished[i] else "length"), params.stop)
             for i, text in enumerate(texts)
         ]
         return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _finish_stopped(self, tokens: list[list[int]], finished: list[bool], rows: list[int],
+                        stop: Sequence[str]) -> None:
+        """Mark finished the live rows whose text so far matches a stop pattern (the text is
+        cut at the match when the batch ends)."""
+        live = [row for row in rows if not finished[row]]
+        texts = self.tokenizer.batch_decode([tokens[row] for row in live],
+                                            skip_special_tokens=True)
+        for row, text in zip(live, texts, strict=True):
+            if stop_index(text, stop) is not None:
+                finished[row] = True
 
     def _sample_with_generate(self, prompts: list[list[int]], params: SamplingParams,
                               seed: int) -> list[list[Completion]]:
@@ -258,10 +275,10 @@ class TransformersBackend:
         for i, row in enumerate(out[:, width:].tolist()):
             stop = next((j for j, token in enumerate(row) if token in self.eos_ids), None)
             tokens = row if stop is None else row[:stop]
-            completions.append(Completion(
+            completions.append(cut_at_stop(Completion(
                 self.tokenizer.decode(tokens, skip_special_tokens=True),
                 len(prompts[i // params.n]), len(tokens),
-                "length" if stop is None else "stop"))
+                "length" if stop is None else "stop"), params.stop))
         return [completions[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
     def _prefill(self, prompts: list[list[int]], cache):

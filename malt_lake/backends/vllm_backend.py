@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from malt_lake.backends.adapters import adapter_name, check_adapter_dir
-from malt_lake.backends.base import Completion, GenerationRequest, SamplingParams
+from malt_lake.backends.base import Completion, GenerationRequest, SamplingParams, cut_at_stop
 from malt_lake.errors import ConfigError
 
 
@@ -55,9 +55,11 @@ class VLLMBackend:
         results = []
         for output in outputs:
             n_prompt = len(output.prompt_token_ids or [])
+            # vLLM's stop strings are literal; the regex stops cut the finished text
             results.append([
-                Completion(o.text, n_prompt, len(o.token_ids),
-                           "stop" if o.finish_reason == "stop" else o.finish_reason)
+                cut_at_stop(Completion(o.text, n_prompt, len(o.token_ids),
+                                       "stop" if o.finish_reason == "stop" else o.finish_reason),
+                            params.stop)
                 for o in output.outputs
             ])
         return results

@@ -1,12 +1,18 @@
-"""Role prompts per dataset family, as files, with a stable hash recorded on every row.
+"""Role prompts as files, one folder per prompt set, with a stable hash recorded on every row.
 
-A template file holds the system message, a line ``===``, then the user message with
-``$question``, ``$choices``, ``$answer`` (the generator's text) and ``$critique``.
+A prompt set is a folder under ``templates/``: each answer family has one of its own name
+(``numeric``, ``math``, ``mcq``), and a dataset may name another (``DatasetSpec.prompts``, e.g.
+the built-in arithmetic's ``numeric-brief``). A template file ``<role>.txt`` holds the system
+message, a line ``===``, then the user message with ``$question``, ``$choices``, ``$answer``
+(the generator's text) and ``$critique``. An optional ``<role>.stop`` holds regular
+expressions, one a line, that end the role's completion where its answer is complete (the
+verdict, the final-answer line): what follows them is the small model running on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,11 +29,12 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class RoleTemplate:
-    family: str
+    prompt_set: str
     role: str
     system: str
     user: Template
     hash: str
+    stop: tuple[str, ...] = ()
 
     def render(self, question: str, choices: list[dict] | None = None, answer: str | None = None,
                critique: str | None = None) -> list[Message]:
@@ -45,14 +52,32 @@ def format_choices(choices: list[dict] | None) -> str:
     return "\n".join(f"{c['label']}. {c['text']}" for c in choices or [])
 
 
+def prompt_sets() -> list[str]:
+    """The prompt sets shipped with the package."""
+    return sorted(p.name for p in TEMPLATE_DIR.iterdir() if p.is_dir())
+
+
 @cache
-def template(family: str, role: str) -> RoleTemplate:
-    path = TEMPLATE_DIR / family / f"{role}.txt"
+def template(prompt_set: str, role: str) -> RoleTemplate:
+    """The ``role``'s template in ``prompt_set`` (a family's name for its own prompts)."""
+    path = TEMPLATE_DIR / prompt_set / f"{role}.txt"
     if role not in ROLES or not path.is_file():
-        raise ConfigError(f"no {role!r} prompt for family {family!r} (looked in {path})")
+        raise ConfigError(f"no {role!r} prompt in prompt set {prompt_set!r} (looked in {path}); "
+                          f"prompt sets: {', '.join(prompt_sets())}")
     raw = path.read_text(encoding="utf-8")
     if SEPARATOR not in raw:
         raise ConfigError(f"{path}: expected a system message, a line '===', then the user one")
     system, user = raw.split(SEPARATOR, 1)
-    digest = hashlib.sha256(f"{family}/{role}\n{raw}".encode()).hexdigest()[:16]
-    return RoleTemplate(family, role, system.strip(), Template(user.strip()), digest)
+    stop_file = path.with_suffix(".stop")
+    stop = tuple(line for line in stop_file.read_text(encoding="utf-8").splitlines()
+                 if line.strip()) if stop_file.is_file() else ()
+    for pattern in stop:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{stop_file}: {pattern!r} is not a regular expression: "
+                              f"{exc}") from None
+    # the stop patterns are part of the prompt's identity: they change what a row holds
+    blob = f"{prompt_set}/{role}\n{raw}" + "".join(f"\nstop: {p}" for p in stop)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return RoleTemplate(prompt_set, role, system.strip(), Template(user.strip()), digest, stop)
