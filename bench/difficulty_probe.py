@@ -2,19 +2,21 @@
 model per difficulty setting, so the demo's trees hold both right and wrong answers.
 
     .venv/bin/python bench/difficulty_probe.py --count 48 --max-tokens 128
+    .venv/bin/python bench/difficulty_probe.py --prompts numeric   # the step-by-step prompts
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 from malt_lake.backends import BackendSettings, GenerationRequest, SamplingParams, build_backend
 from malt_lake.datasets.arithmetic import generate
 from malt_lake.prompts import template
 from malt_lake.rewards import checker_for
 from malt_lake.rewards.base import check
-from malt_lake.settings import ArithmeticSource
+from malt_lake.settings import BUILTIN_PROMPTS, ArithmeticSource
 
 SETTINGS = {
     "1 step, numbers <= 9, + - x": dict(max_steps=1, max_number=9),
@@ -37,15 +39,19 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--only", nargs="*", help="Setting names to probe (default all).")
+    parser.add_argument("--prompts", default=BUILTIN_PROMPTS,
+                        help="Prompt set (default the built-in arithmetic's).")
+    parser.add_argument("--seed", type=int, default=7, help="Problem seed (a dev range).")
     args = parser.parse_args()
     backend = build_backend(BackendSettings(model=args.model))
-    tpl, checker = template("numeric", "generator"), checker_for("numeric")
-    params = SamplingParams(n=1, temperature=0.3, max_tokens=args.max_tokens, seed=0)
+    tpl, checker = template(args.prompts, "generator"), checker_for("numeric")
+    params = replace(SamplingParams(n=1, temperature=0.3, max_tokens=args.max_tokens, seed=0),
+                     stop=tpl.stop)
     print(f"{'setting':32} {'SA accuracy':>11} {'parsed':>7} {'s':>6}")
     for name, knobs in SETTINGS.items():
         if args.only and name not in args.only:
             continue
-        problems = list(generate(ArithmeticSource(count=args.count, seed=7, **knobs)))
+        problems = list(generate(ArithmeticSource(count=args.count, seed=args.seed, **knobs)))
         started = time.perf_counter()
         outs = backend.generate([GenerationRequest(f"p{p.index}", tpl.render(p.question))
                                  for p in problems], params)
