@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 from malt_lake.backends import BackendSettings, GenerationRequest, SamplingParams, build_backend
 from malt_lake.datasets.arithmetic import generate
@@ -45,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     backend = build_backend(BackendSettings(model=args.model))
     tpl, checker = template(args.prompts, "generator"), checker_for("numeric")
-    params = replace(SamplingParams(n=1, temperature=0.3, max_tokens=args.max_tokens, seed=0),
-                     stop=tpl.stop)
+    params = SamplingParams(n=1, temperature=0.3, max_tokens=args.max_tokens, seed=0,
+                            stop=tpl.stop)
     print(f"{'setting':32} {'SA accuracy':>11} {'parsed':>7} {'s':>6}")
     for name, knobs in SETTINGS.items():
         if args.only and name not in args.only:

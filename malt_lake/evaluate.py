@@ -40,7 +40,7 @@ from malt_lake.backends import (
 from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.errors import LakeError
 from malt_lake.lake import Lake
-from malt_lake.prompts import template
+from malt_lake.prompts import shared_stop, template
 from malt_lake.query import fetch
 from malt_lake.rewards import Checker, checker_for
 from malt_lake.rewards.base import check
@@ -137,12 +137,8 @@ def run_chains(backend: Backend, questions: Sequence[dict],
     for role in ROLES:
         tokens = settings.max_tokens or budgets.for_role(role)
         templates = {q["family"]: template(prompts or q["family"], role) for q in questions}
-        stops = {tpl.stop for tpl in templates.values()}
-        if len(stops) > 1:
-            raise LakeError("held-out questions of one dataset have families with different "
-                            "stop patterns; evaluate them as separate datasets")
         params = SamplingParams(n=1, temperature=settings.temperature, max_tokens=tokens,
-                                seed=seed, stop=stops.pop() if stops else ())
+                                seed=seed, stop=shared_stop(templates.values()))
         requests = []
         for label, q, c in keys:
             chain = chains[label][q["question_id"]][c]

@@ -37,7 +37,7 @@ from malt_lake.errors import LakeError
 from malt_lake.lake import Lake, atomic_write
 from malt_lake.lineage import node_fingerprint
 from malt_lake.names import PartitionKey, critique_id, generation_id, refinement_id
-from malt_lake.prompts import template
+from malt_lake.prompts import RoleTemplate, shared_stop, template
 from malt_lake.rewards import checker_for
 
 ROLE_TABLE = {"generator": "generations", "verifier": "critiques", "refiner": "refinements"}
@@ -79,9 +79,8 @@ class Parent:
     messages: list[dict]
     family: str
     choices: list[dict] | None
-    template_hash: str
     fingerprint: str             # the parent row's content fingerprint (lineage)
-    stop: tuple[str, ...] = ()   # the template's stop patterns for the child's completion
+    template: RoleTemplate       # the prompt's template (its stop patterns end the child)
 
 
 def plan(lake: Lake, key: PartitionKey, role: str, prompts: str | None = None) -> list[Parent]:
@@ -109,7 +108,7 @@ def plan(lake: Lake, key: PartitionKey, role: str, prompts: str | None = None) -
         tpl = template(prompts or question["family"], role)
         messages = tpl.render(question["question"], question["choices"], **extra)
         parents.append(Parent(ids, request_id, messages, question["family"],
-                              question["choices"], tpl.hash, parent_fingerprint, tpl.stop))
+                              question["choices"], parent_fingerprint, tpl))
     return sorted(parents, key=lambda p: p.request_id)
 
 
@@ -153,11 +152,14 @@ class Expansion:
         bar = tqdm(total=len(parents) * n, initial=len(done) * n, unit="gen",
                    desc=f"{self.role} {self.key}", disable=not self.show_progress)
         size = self.settings.batch_prompts
+        params = replace(self.settings.sampling(), stop=shared_stop(p.template for p in parents))
         self._watch_tokens(bar)
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             began = time.perf_counter()
-            completions = self._generate(batch)
+            completions = self.backend.generate(
+                [GenerationRequest(p.request_id, p.messages, self.settings.adapter,
+                                   seed=self._seed(p)) for p in batch], params)
             tokens = sum(c.n_tokens for cs in completions for c in cs)
             rate = tokens / max(time.perf_counter() - began, 1e-9)
             self._checkpoint(self._rows(batch, completions))
@@ -185,21 +187,6 @@ class Expansion:
 
         self.backend.on_step = on_step
 
-    def _generate(self, batch: list[Parent]) -> list[list[Completion]]:
-        """One backend call per stop-pattern set (one, unless a partition mixes families)."""
-        by_stop: dict[tuple[str, ...], list[int]] = {}
-        for index, parent in enumerate(batch):
-            by_stop.setdefault(parent.stop, []).append(index)
-        completions: list[list[Completion]] = [[] for _ in batch]
-        for stop, indices in by_stop.items():
-            outs = self.backend.generate(
-                [GenerationRequest(batch[i].request_id, batch[i].messages, self.settings.adapter,
-                                   seed=self._seed(batch[i])) for i in indices],
-                replace(self.settings.sampling(), stop=stop))
-            for i, out in zip(indices, outs, strict=True):
-                completions[i] = out
-        return completions
-
     # -- rows --------------------------------------------------------------------------------
     def _seed(self, parent: Parent) -> int:
         """Each parent's request draws from its own stream (see ``request_seed``)."""
@@ -220,7 +207,7 @@ class Expansion:
                     "prompt": parent.messages, "text": out.text, "pred_answer": pred,
                     "parse_ok": ok, "error": out.error, "finish_reason": out.finish_reason,
                     "model": self.backend.model_id, "adapter": s.adapter,
-                    "template_hash": parent.template_hash, "temperature": s.temperature,
+                    "template_hash": parent.template.hash, "temperature": s.temperature,
                     "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": s.seed,
                     "request_seed": seed, "n_samples": s.n,
                     "n_prompt_tokens": out.n_prompt_tokens, "n_tokens": out.n_tokens,
@@ -258,7 +245,7 @@ class Expansion:
                 exclude={"batch_prompts"}), "role": self.role,
         }, sort_keys=True).encode())
         for parent in parents:
-            digest.update(json.dumps([parent.request_id, parent.messages, parent.template_hash,
+            digest.update(json.dumps([parent.request_id, parent.messages, parent.template.hash,
                                       parent.fingerprint]).encode())
         return digest.hexdigest()
 

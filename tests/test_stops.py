@@ -8,8 +8,9 @@ from pydantic import ValidationError
 from malt_lake.backends.base import Completion, GenerationRequest, SamplingParams, cut_at_stop
 from malt_lake.backends.fake import FakeBackend
 from malt_lake.backends.openai_backend import OpenAIBackend
+from malt_lake.errors import ConfigError
 from malt_lake.expand import RoleSettings, expand
-from malt_lake.prompts import template
+from malt_lake.prompts import shared_stop, template
 from malt_lake.settings import ArithmeticSource, DatasetSpec, load_settings
 from tests.test_backends import ChatServer
 from tests.test_expansion import KEY, ingest_tiny
@@ -43,6 +44,14 @@ def test_the_builtin_prompt_set_stops_at_the_answer_line_and_the_verdict():
     # the family's own step-by-step prompts have none, and the stops are part of the hash
     assert template("numeric", "generator").stop == ()
     assert template("numeric-brief", "generator").hash != template("numeric", "generator").hash
+
+
+def test_one_backend_call_takes_one_stop_set():
+    brief, stepwise = template("numeric-brief", "verifier"), template("numeric", "verifier")
+    assert shared_stop([brief, brief]) == brief.stop
+    assert shared_stop([]) == ()
+    with pytest.raises(ConfigError, match="several stop-pattern sets"):
+        shared_stop([brief, stepwise])
 
 
 def test_a_dataset_names_a_prompt_set_that_exists():

@@ -29,12 +29,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for pattern in self.stop:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"stop pattern {pattern!r} is not a regular expression: "
-                                 f"{exc}") from None
+        check_stop_patterns(self.stop)
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.max_tokens < 1:
@@ -81,6 +76,16 @@ class Completion:
     @classmethod
     def failed(cls, error: str) -> Completion:
         return cls(None, 0, 0, None, error)
+
+
+def check_stop_patterns(stop: Sequence[str]) -> None:
+    """Refuse a stop pattern that is not a regular expression (ValueError naming it)."""
+    for pattern in stop:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"stop pattern {pattern!r} is not a regular expression: "
+                             f"{exc}") from None
 
 
 def stop_index(text: str, stop: Sequence[str]) -> int | None:

@@ -12,12 +12,13 @@ verdict, the final-answer line): what follows them is the small model running on
 from __future__ import annotations
 
 import hashlib
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from string import Template
 
+from malt_lake.backends.base import check_stop_patterns
 from malt_lake.errors import ConfigError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -52,6 +53,16 @@ def format_choices(choices: list[dict] | None) -> str:
     return "\n".join(f"{c['label']}. {c['text']}" for c in choices or [])
 
 
+def shared_stop(templates: Iterable[RoleTemplate]) -> tuple[str, ...]:
+    """The stop patterns of templates sent in one backend call, which takes one set: a
+    partition or held-out split holds one dataset, hence one family and prompt set."""
+    stops = {tpl.stop for tpl in templates}
+    if len(stops) > 1:
+        raise ConfigError(f"one backend call would need several stop-pattern sets: "
+                          f"{sorted(stops)}; give each family its own dataset")
+    return stops.pop() if stops else ()
+
+
 def prompt_sets() -> list[str]:
     """The prompt sets shipped with the package."""
     return sorted(p.name for p in TEMPLATE_DIR.iterdir() if p.is_dir())
@@ -71,12 +82,10 @@ def template(prompt_set: str, role: str) -> RoleTemplate:
     stop_file = path.with_suffix(".stop")
     stop = tuple(line for line in stop_file.read_text(encoding="utf-8").splitlines()
                  if line.strip()) if stop_file.is_file() else ()
-    for pattern in stop:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(f"{stop_file}: {pattern!r} is not a regular expression: "
-                              f"{exc}") from None
+    try:
+        check_stop_patterns(stop)
+    except ValueError as exc:
+        raise ConfigError(f"{stop_file}: {exc}") from None
     # the stop patterns are part of the prompt's identity: they change what a row holds
     blob = f"{prompt_set}/{role}\n{raw}" + "".join(f"\nstop: {p}" for p in stop)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
