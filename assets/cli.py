@@ -185,7 +185,7 @@ def study(
              "configs/shared-datasets.toml).")] = STUDY_PROJECT,
     dataset: Annotated[str, typer.Option(help="The dataset to study.")] = StudyPlan.dataset,
     train_shards: Annotated[int | None, typer.Option(
-        help="Training shards to expand (default all; the built-in study has 8 of 32 "
+        help="Training shards to expand (default all; the built-in study has 2 of 32 "
              "questions).")] = None,
     seeds: Annotated[int, typer.Option(help="Evaluation seeds.")] = StudyPlan.seeds,
     eval_limit: Annotated[int, typer.Option(
@@ -202,8 +202,8 @@ def study(
         help="Also evaluate the paper's ablations (only G trained, only V and R, V and R "
              "with SFT alone).")] = False,
 ) -> None:
-    """The whole method at a CPU scale on the built-in arithmetic (256 training questions,
-    240 held-out), then a report: SA, MA and MALT (each with MV@3) with paired bootstrap
+    """The whole method at a CPU scale on the built-in arithmetic (64 training questions,
+    200 held-out), then a report: SA, MA and MALT (each with MV@3) with paired bootstrap
     intervals, and the diagnostics that explain the outcome. A rerun resumes."""
     from assets.study import goal_lines, run_study
 

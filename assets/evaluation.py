@@ -78,7 +78,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
     with partition_lock(the_lake, f"evaluation.{dataset}"):
         predictions = evaluate(the_lake, backend.engine(), dataset, spec.eval_split, adapters,
                                settings, budgets, log=context.log.info, ablations=ablations,
-                               prompts=spec.prompts)
+                               prompts=spec.prompts, cut_loops=spec.cut_loops)
         the_lake.write_dataset_table("eval_predictions", dataset, predictions)
         the_lake.write_dataset_table("eval_scores", dataset, scores(the_lake, dataset))
         intervals, comparisons = statistics(the_lake, dataset)
@@ -93,6 +93,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
         "ablation_roles_without_dpo": ", ".join(no_dpo) or "none",
         "questions_per_seed": predictions.num_rows // (table.num_rows * settings.seeds),
         "token_budgets": budgets.model_dump(), "prompts": spec.prompts or spec.family,
+        "cut_loops": spec.cut_loops,
         **settings.model_dump()}
     report, chart, _ = write_report(the_lake.root / "reports", dataset, table, intervals,
                                     comparisons, flip_table, settings_used)

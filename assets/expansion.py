@@ -40,7 +40,7 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
     settings = RoleSettings(**config.model_dump()).with_budget(spec.budgets(), role)
     with partition_lock(the_lake, table_name, key):
         table = expand(the_lake, key, role, backend.engine(), settings, log=context.log.info,
-                       prompts=spec.prompts)
+                       prompts=spec.prompts, cut_loops=spec.cut_loops)
     rows = table.to_pylist()
     failed = sum(1 for r in rows if r["error"] is not None)
     unparsed = sum(1 for r in rows if r["error"] is None and not r["parse_ok"])
@@ -56,6 +56,7 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
         "truncation_rate": truncated / len(rows) if rows else 0.0,
         "max_tokens": settings.max_tokens,
         "prompts": spec.prompts or spec.family,
+        "cut_loops": spec.cut_loops,
         "completion_tokens": tokens,
         "model": rows[0]["model"] if rows else "",
         "path": dg.MetadataValue.path(str(the_lake.partition_file(table_name, key))),

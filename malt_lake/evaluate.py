@@ -117,7 +117,7 @@ Chains = dict[str, list[list[Turn]]]  # question_id -> [[G, V, R] turns per chai
 def run_chains(backend: Backend, questions: Sequence[dict],
                systems: dict[str, AdapterSet], settings: EvalSettings, seed: int,
                log: Log, budgets: TokenBudgets | None = None,
-               prompts: str | None = None) -> dict[str, Chains]:
+               prompts: str | None = None, cut_loops: bool = False) -> dict[str, Chains]:
     """``votes`` G→V→R chains per question for every adapter set, with run seed ``seed``.
 
     Every request is one chain's turn (n = 1) with a seed of its own derived from (run seed,
@@ -127,7 +127,8 @@ def run_chains(backend: Backend, questions: Sequence[dict],
     are identical (same adapter, prompt and seed, e.g. an untrained role's turn in both
     adapter sets) are generated once, so such chains match exactly. One backend call per
     role covers every adapter set (the backend groups requests by adapter). Prompts come from
-    the prompt set ``prompts`` (None: each question's family's own), as in expansion."""
+    the prompt set ``prompts`` (None: each question's family's own) and looping turns end
+    early with ``cut_loops``, as in expansion."""
     budgets = budgets or TokenBudgets.uniform(settings.max_tokens or 256)
     keys = [(label, q, c) for label in systems for q in questions
             for c in range(settings.votes)]
@@ -138,7 +139,8 @@ def run_chains(backend: Backend, questions: Sequence[dict],
         tokens = settings.max_tokens or budgets.for_role(role)
         templates = {q["family"]: template(prompts or q["family"], role) for q in questions}
         params = SamplingParams(n=1, temperature=settings.temperature, max_tokens=tokens,
-                                seed=seed, stop=shared_stop(templates.values()))
+                                seed=seed, stop=shared_stop(templates.values()),
+                                cut_loops=cut_loops)
         requests = []
         for label, q, c in keys:
             chain = chains[label][q["question_id"]][c]
@@ -256,12 +258,13 @@ def _equivalent(checker: Checker, a: str, b: str) -> bool:
 def evaluation_id(model: str, adapters: AdapterSet, settings: EvalSettings,
                   dataset: str, split: str, budgets: TokenBudgets | None = None,
                   ablations: dict[str, AdapterSet] | None = None,
-                  prompts: str | None = None) -> str:
+                  prompts: str | None = None, cut_loops: bool = False) -> str:
     blob = json.dumps({"model": model, "adapters": adapters, "settings": settings.model_dump(),
                        "dataset": dataset, "split": split,
                        "budgets": budgets.model_dump() if budgets else None,
                        **({"ablations": ablations} if ablations else {}),
-                       **({"prompts": _prompt_hashes(prompts)} if prompts else {})},
+                       **({"prompts": _prompt_hashes(prompts)} if prompts else {}),
+                       **({"cut_loops": True} if cut_loops else {})},
                       sort_keys=True)
     return "e-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -274,7 +277,7 @@ def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
              adapters: AdapterSet, settings: EvalSettings,
              budgets: TokenBudgets | None = None, log: Log = print,
              ablations: dict[str, AdapterSet] | None = None,
-             prompts: str | None = None) -> pa.Table:
+             prompts: str | None = None, cut_loops: bool = False) -> pa.Table:
     """All six systems (and the ``ablations`` adapter sets, if given) over ``settings.seeds``
     seeds, each seed on its own random subset of the held-out split (``settings.limit``);
     returns the eval_predictions rows, which record the questions every seed used. Turns
@@ -287,13 +290,13 @@ def evaluate(lake: Lake, backend: Backend, dataset: str, split: str,
     if clash:
         raise ValueError(f"ablation labels {sorted(clash)} are taken")
     eval_id = evaluation_id(backend.model_id, adapters, settings, dataset, split, budgets,
-                            ablations, prompts)
+                            ablations, prompts, cut_loops)
     rows: list[dict[str, Any]] = []
     for seed in range(settings.seeds):
         questions = sample_questions(heldout, settings.limit, seed, dataset)
         chains = run_chains(backend, questions, {"base": dict.fromkeys(ROLES),
                                                  "MALT": adapters, **ablations},
-                            settings, seed, log, budgets, prompts)
+                            settings, seed, log, budgets, prompts, cut_loops)
         rows += predictions(questions, chains["base"], chains["MALT"], seed, split, eval_id,
                             backend.model_id, {label: chains[label] for label in ablations})
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_PREDICTIONS)

@@ -129,9 +129,10 @@ class Expansion:
 
     def __init__(self, lake: Lake, key: PartitionKey, role: str, backend: Backend,
                  settings: RoleSettings, log: Callable[[str], None] | None = None,
-                 show_progress: bool = True, prompts: str | None = None) -> None:
+                 show_progress: bool = True, prompts: str | None = None,
+                 cut_loops: bool = False) -> None:
         self.lake, self.key, self.role = lake, key, role
-        self.prompts = prompts
+        self.prompts, self.cut_loops = prompts, cut_loops
         self.table = ROLE_TABLE[role]
         self.backend = backend
         self.settings = settings if settings.max_tokens is not None else \
@@ -152,7 +153,8 @@ class Expansion:
         bar = tqdm(total=len(parents) * n, initial=len(done) * n, unit="gen",
                    desc=f"{self.role} {self.key}", disable=not self.show_progress)
         size = self.settings.batch_prompts
-        params = replace(self.settings.sampling(), stop=shared_stop(p.template for p in parents))
+        params = replace(self.settings.sampling(), stop=shared_stop(p.template for p in parents),
+                         cut_loops=self.cut_loops)
         self._watch_tokens(bar)
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
@@ -242,7 +244,7 @@ class Expansion:
         digest = hashlib.sha256()
         digest.update(json.dumps({
             "model": self.backend.model_id, "settings": self.settings.model_dump(
-                exclude={"batch_prompts"}), "role": self.role,
+                exclude={"batch_prompts"}), "role": self.role, "cut_loops": self.cut_loops,
         }, sort_keys=True).encode())
         for parent in parents:
             digest.update(json.dumps([parent.request_id, parent.messages, parent.template.hash,
@@ -297,8 +299,10 @@ class Expansion:
 
 def expand(lake: Lake, key: PartitionKey, role: str, backend: Backend,
            settings: RoleSettings | None = None, log: Callable[[str], None] | None = None,
-           show_progress: bool = True, prompts: str | None = None) -> pa.Table:
+           show_progress: bool = True, prompts: str | None = None,
+           cut_loops: bool = False) -> pa.Table:
     """Generate, checkpoint and write one role's table for one partition, with the prompt set
-    ``prompts`` (None: the questions' family's own)."""
+    ``prompts`` (None: the questions' family's own); ``cut_loops`` ends looping samples
+    early (``SamplingParams.cut_loops``)."""
     return Expansion(lake, key, role, backend, settings or RoleSettings(), log,
-                     show_progress, prompts).run()
+                     show_progress, prompts, cut_loops).run()

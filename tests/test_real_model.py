@@ -49,8 +49,9 @@ def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_pat
 @pytest.mark.parametrize("n", [1, 2])
 def test_fast_decoding_matches_hf_generate_greedy(n, monkeypatch):
     """Shared prefill (the template head once for the batch, each prompt once for its n
-    samples), the reserved KV cache and row compaction change nothing: in fp32 and greedy,
-    every sample equals Hugging Face generate on the prompt alone."""
+    samples), prefill in chunks of rows, the reserved KV cache and row compaction change
+    nothing: in fp32 and greedy, every sample equals Hugging Face generate on the prompt
+    alone. n = 1 prefills the batch in one forward, n = 2 one row per forward."""
     from malt_lake.backends import kv_cache
     from malt_lake.backends.base import GenerationRequest, SamplingParams
     from malt_lake.backends.transformers_backend import TransformersBackend
@@ -58,7 +59,8 @@ def test_fast_decoding_matches_hf_generate_greedy(n, monkeypatch):
     from malt_lake.prompts import template
     from malt_lake.settings import ArithmeticSource
 
-    backend = TransformersBackend("embedded", dtype="float32")
+    backend = TransformersBackend("embedded", dtype="float32",
+                                  prefill_chunk_tokens=None if n == 1 else 1)
     tpl = template("numeric", "generator")
     problems = list(generate(ArithmeticSource(count=3, seed=3, max_steps=3)))
     requests = [GenerationRequest(f"q{p.index}", tpl.render(p.question)) for p in problems]
@@ -94,7 +96,8 @@ def test_fast_decoder_agrees_with_a_stock_model_in_bf16():
     from malt_lake.prompts import template
     from malt_lake.settings import ArithmeticSource
 
-    backend = TransformersBackend("embedded", dtype="bfloat16")
+    # prefill chunks of two or three rows: a chunk's padding and cache rows must line up
+    backend = TransformersBackend("embedded", dtype="bfloat16", prefill_chunk_tokens=300)
     assert backend.unsupported is None
     stock = AutoModelForCausalLM.from_pretrained(embedded_model_dir(),
                                                  dtype=torch.bfloat16).eval()

@@ -23,7 +23,7 @@ def test_the_study_runs_every_phase_reports_intervals_and_resumes(tmp_path):
     lake = Lake(study)
     splits = {r["split"]: r["n"] for r in run_read_only(
         lake, "select split, sum(n_questions)::int n from shards group by all").to_pylist()}
-    assert splits == {"train": 256, "dev": 64, "heldout": 240}
+    assert splits == {"train": 64, "dev": 64, "heldout": 200}
     trained_on = run_read_only(lake, "select distinct shard from generations").to_pylist()
     assert trained_on == [{"shard": "train.0000"}]
     pairs = run_read_only(lake, "select system, baseline, verdict from eval_comparisons"

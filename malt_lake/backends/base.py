@@ -27,6 +27,10 @@ class SamplingParams:
     # regular expressions that end a completion: its text is kept up to the end of the
     # earliest match (the role's answer line, e.g. "Final Answer: 7\n"), finish_reason "stop"
     stop: tuple[str, ...] = ()
+    # end a completion that has fallen into a loop (``looping``) as if it had hit its budget
+    # (finish_reason "length"): the fast decoder's saving on small models that repeat a line
+    # until the budget; other backends decode such rows to the budget
+    cut_loops: bool = False
 
     def __post_init__(self) -> None:
         check_stop_patterns(self.stop)
@@ -102,6 +106,27 @@ def cut_at_stop(completion: Completion, stop: Sequence[str]) -> Completion:
     if end is None:
         return completion
     return replace(completion, text=completion.text[:end], finish_reason="stop")
+
+
+# A completion loops when the last LOOP_WINDOWS[i] tokens, for any i, hold at most half as
+# many distinct LOOP_GRAM-grams as a text without repeats would: a line or sentence said over
+# and over (the longer window catches lines longer than half the shorter one).
+LOOP_WINDOWS = (64, 128)
+LOOP_GRAM = 4
+
+
+def looping(tokens: Sequence[int]) -> bool:
+    """Whether the completion so far ends in a loop (its last 64 or 128 tokens are at least
+    half repeated ``LOOP_GRAM``-grams). A looping text rarely leaves its loop before the
+    budget; the few that do had said the same line three or four times first."""
+    for window in LOOP_WINDOWS:
+        if len(tokens) < window:
+            return False
+        tail = tokens[-window:]
+        spans = window - LOOP_GRAM + 1
+        if 2 * len({tuple(tail[i:i + LOOP_GRAM]) for i in range(spans)}) <= spans:
+            return True
+    return False
 
 
 class Backend(Protocol):

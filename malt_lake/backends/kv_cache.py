@@ -16,6 +16,8 @@ rows are spaced wider than its length, and that copy cost twice the matmul itsel
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -48,12 +50,22 @@ class SharedPrefix(NamedTuple):
         return self.slots.shape[0] == self.prefix.shape[0] * self.n
 
 
+@dataclass
+class PrefillChunk:
+    """The rows a chunked prefill is writing now, shared by every layer of one cache (layers
+    are created on their first update)."""
+
+    rows: int = 0                # rows of the whole batch
+    window: slice | None = None  # None: not inside a chunked prefill
+
+
 class ReservedLayer(DynamicLayer):
     """A DynamicLayer whose storage is reserved up front (and grows in chunks if exceeded)."""
 
-    def __init__(self, reserve: int = 256) -> None:
+    def __init__(self, reserve: int = 256, chunk: PrefillChunk | None = None) -> None:
         super().__init__()
         self.reserve = reserve
+        self.chunk = chunk or PrefillChunk()
         self.length = 0          # positions seen, prompt included
         self.offset = 0          # positions kept in the shared prefix (0: not shared)
         self._keys: torch.Tensor | None = None
@@ -68,6 +80,8 @@ class ReservedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         start = self.length - self.offset
         end = start + key_states.shape[-2]
+        if self.chunk.window is not None:
+            return self._update_window(key_states, value_states, start, end)
         if self._keys is None or end > self._keys.shape[-2]:
             if self._prefix is None:
                 capacity = end + self.reserve
@@ -88,6 +102,25 @@ class ReservedLayer(DynamicLayer):
                              *self._slot_parts),
                 SharedPrefix(prefix_values, self._values, end, self.slots, self.n,
                              *self._slot_parts))
+
+    def _update_window(self, key_states: torch.Tensor, value_states: torch.Tensor,
+                       start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of rows of a prefill, written into those rows of the buffer; the
+        length stays put until every chunk is in (``end_chunks``)."""
+        if self._keys is None:
+            _, heads, _, dim = key_states.shape
+            self._keys = key_states.new_zeros((self.chunk.rows, heads, end + self.reserve, dim))
+            self._values = value_states.new_zeros(self._keys.shape)
+        elif end > self._keys.shape[-2]:
+            raise RuntimeError("a chunked prefill needs room for its width (repeat_rows)")
+        rows = self.chunk.window
+        self._keys[rows, :, start:end, :] = key_states
+        self._values[rows, :, start:end, :] = value_states
+        return self._keys[rows, :, :end, :], self._values[rows, :, :end, :]
+
+    def end_chunks(self, width: int) -> None:
+        self.length += width
+        self._refresh_views()
 
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0
@@ -169,13 +202,36 @@ class ReservedLayer(DynamicLayer):
 
 def reserved_cache(reserve: int) -> Cache:
     """A cache whose layers reserve ``reserve`` extra positions after the prompt."""
-    return Cache(layer_class_to_replicate=partial(ReservedLayer, reserve=reserve))
+    chunk = PrefillChunk()
+    cache = Cache(layer_class_to_replicate=partial(ReservedLayer, reserve=reserve, chunk=chunk))
+    cache.prefill_chunk = chunk
+    return cache
 
 
 def repeat_rows(cache: Cache, rows: int, room: int) -> None:
     """After a one-row prefill of a ``reserved_cache``: that prefix for ``rows`` rows."""
     for layer in cache.layers:
         layer.repeat_rows(rows, room)
+
+
+def prefill_in_chunks(cache: Cache, rows: int, width: int, chunk_rows: int,
+                      forward: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    """Prefill ``rows`` rows of ``width`` new positions into ``cache``, ``chunk_rows`` rows
+    at a time: ``forward(rows)`` runs the model on those rows (every chunk sees the same
+    cached length) and returns their last logits, which come back concatenated. On a CPU
+    a few thousand tokens per forward keep the elementwise work (norms, activations) in
+    cache instead of streaming activations of the whole batch through memory."""
+    chunk: PrefillChunk = cache.prefill_chunk
+    chunk.rows, logits = rows, []
+    try:
+        for start in range(0, rows, chunk_rows):
+            chunk.window = slice(start, min(rows, start + chunk_rows))
+            logits.append(forward(chunk.window))
+    finally:
+        chunk.window = None
+    for layer in cache.layers:
+        layer.end_chunks(width)
+    return torch.cat(logits)
 
 
 def share_prefix(cache: Cache, n: int) -> None:

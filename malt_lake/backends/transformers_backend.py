@@ -29,6 +29,7 @@ from malt_lake.backends.base import (
     GenerationRequest,
     SamplingParams,
     cut_at_stop,
+    looping,
     stop_index,
 )
 from malt_lake.errors import ConfigError, HubUnavailable
@@ -38,7 +39,11 @@ from malt_lake.errors import ConfigError, HubUnavailable
 COMPACT_BELOW = 0.75
 # a prompt head shared by the whole batch is prefilled once when at least this long
 MIN_SHARED_HEAD = 16
-# live rows are checked for a stop pattern every this many steps (a batched detokenization)
+# tokens per prefill forward on a CPU (bench/prefill_chunks.py): a batch's activations
+# stream through memory for every elementwise op; chunks of this size stay in cache
+PREFILL_CHUNK_TOKENS = 4096
+# live rows are checked for a stop pattern (a batched detokenization) and for a loop every
+# this many steps
 STOP_CHECK_EVERY = 4
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,8 @@ class TransformersBackend:
 
     def __init__(self, model: str = "embedded", device: str | None = None,
                  dtype: str = "bfloat16", max_batch_rows: int = 192,
-                 prefill_tokens: int = 32_768, share_prompt_cache: bool = True) -> None:
+                 prefill_tokens: int = 32_768, share_prompt_cache: bool = True,
+                 prefill_chunk_tokens: int | str | None = "auto") -> None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -78,6 +84,11 @@ class TransformersBackend:
         self.max_batch_rows = max_batch_rows
         self.prefill_tokens = prefill_tokens
         self.share_prompt_cache = share_prompt_cache  # False: copy it per sample (benchmarks)
+        # tokens per prefill forward (None: the whole batch at once); a CPU runs a big batch
+        # faster in chunks that keep activations in cache, a GPU in one forward
+        self.prefill_chunk_tokens = (
+            (None if self.device.startswith("cuda") else PREFILL_CHUNK_TOKENS)
+            if prefill_chunk_tokens == "auto" else prefill_chunk_tokens)
         load = {"trust_remote_code": False}
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         try:
@@ -179,7 +190,7 @@ class TransformersBackend:
 
         device, n = self.device, params.n
         cache = reserved_cache(params.max_tokens + 1)
-        out, mask = self._prefill(prompts, cache)
+        logits, mask = self._prefill(prompts, cache)
         # one prefill per prompt; its n samples share that cache (stored once). With n = 1
         # too: decode attention then reads the prompt from contiguous storage and the answer
         # from a whole buffer, which batched matmuls take without copying
@@ -187,12 +198,13 @@ class TransformersBackend:
             share_prefix(cache, n)
         else:
             cache.batch_repeat_interleave(n)
-        logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
+        logits = logits.repeat_interleave(n, dim=0)
         mask = mask.repeat_interleave(n, dim=0)
         sampler = TokenSampler(params, torch.Generator(device=device).manual_seed(seed))
         rows = torch.arange(len(prompts) * n, device=device)  # original row of each live row
         tokens: list[list[int]] = [[] for _ in range(len(prompts) * n)]
         finished = [False] * (len(prompts) * n)
+        looped: set[int] = set()  # rows ended as loops: finish_reason "length"
         eos = torch.tensor(self.eos_ids, device=device)
         for step in range(params.max_tokens):
             next_tokens = sampler(logits)
@@ -205,8 +217,11 @@ class TransformersBackend:
                     finished[row] = True
                 else:
                     tokens[row].append(token)
-            if params.stop and (step + 1) % STOP_CHECK_EVERY == 0:
-                self._finish_stopped(tokens, finished, rows.tolist(), params.stop)
+            if (step + 1) % STOP_CHECK_EVERY == 0:
+                if params.stop:
+                    self._finish_stopped(tokens, finished, rows.tolist(), params.stop)
+                if params.cut_loops:
+                    _finish_looping(tokens, finished, rows.tolist(), looped)
             live = torch.tensor([not finished[r] for r in rows.tolist()], device=device)
             n_live = int(live.sum())
             if self.on_step is not None:
@@ -225,7 +240,8 @@ class TransformersBackend:
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         completions = [
             cut_at_stop(Completion(text, len(prompts[i // n]), len(tokens[i]),
-                                   "stop" if finished[i] else "length"), params.stop)
+                                   "stop" if finished[i] and i not in looped else "length"),
+                       params.stop)
             for i, text in enumerate(texts)
         ]
         return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
@@ -282,7 +298,7 @@ class TransformersBackend:
         return [completions[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
     def _prefill(self, prompts: list[list[int]], cache):
-        """Run the prompts into ``cache``; returns (model output, attention mask so far).
+        """Run the prompts into ``cache``; returns (last logits, attention mask so far).
 
         Prompts of one role and dataset start with the same template (system prompt and
         instructions: 50 of the generator's ~85 tokens). That common head is run once, for
@@ -291,7 +307,7 @@ class TransformersBackend:
         sees exactly what a prefill of its whole prompt would have computed."""
         import torch
 
-        from malt_lake.backends.kv_cache import repeat_rows
+        from malt_lake.backends.kv_cache import prefill_in_chunks, repeat_rows
 
         device, pad = self.device, self.tokenizer.pad_token_id
         head = _common_head(prompts) if len(prompts) > 1 else 0
@@ -308,12 +324,27 @@ class TransformersBackend:
         mask = torch.tensor([[1] * head + [0] * (width - len(r)) + [1] * len(r) for r in rests],
                             device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out, mask
+
+        def forward(rows: slice) -> torch.Tensor:
+            return self.model(input_ids=input_ids[rows], attention_mask=mask[rows],
+                              position_ids=positions[rows], past_key_values=cache,
+                              use_cache=True, logits_to_keep=1).logits[:, -1, :]
+
+        chunk_rows = len(prompts) if self.prefill_chunk_tokens is None else \
+            max(1, self.prefill_chunk_tokens // (head + width))
+        return prefill_in_chunks(cache, len(prompts), width, chunk_rows, forward), mask
 
     def close(self) -> None:
         self.model = None
+
+
+def _finish_looping(tokens: list[list[int]], finished: list[bool], rows: list[int],
+                    looped: set[int]) -> None:
+    """Mark finished, as loops, the live rows whose tokens so far end in a loop."""
+    for row in rows:
+        if not finished[row] and looping(tokens[row]):
+            finished[row] = True
+            looped.add(row)
 
 
 def _common_head(prompts: list[list[int]]) -> int:
