@@ -203,26 +203,27 @@ class TransformersBackend:
         sampler = TokenSampler(params, torch.Generator(device=device).manual_seed(seed))
         rows = torch.arange(len(prompts) * n, device=device)  # original row of each live row
         tokens: list[list[int]] = [[] for _ in range(len(prompts) * n)]
-        finished = [False] * (len(prompts) * n)
-        looped: set[int] = set()  # rows ended as loops: finish_reason "length"
+        # why each row ended: None while live, "stop" (end of sequence or a stop pattern),
+        # "length" (a loop; a row that runs out of budget keeps None)
+        ended: list[str | None] = [None] * (len(prompts) * n)
         eos = torch.tensor(self.eos_ids, device=device)
         for step in range(params.max_tokens):
             next_tokens = sampler(logits)
             done_now = torch.isin(next_tokens, eos)
             for row, token, done in zip(rows.tolist(), next_tokens.tolist(), done_now.tolist(),
                                         strict=True):
-                if finished[row]:
+                if ended[row]:
                     continue
                 if done:
-                    finished[row] = True
+                    ended[row] = "stop"
                 else:
                     tokens[row].append(token)
             if (step + 1) % STOP_CHECK_EVERY == 0:
                 if params.stop:
-                    self._finish_stopped(tokens, finished, rows.tolist(), params.stop)
+                    self._finish_stopped(tokens, ended, rows.tolist(), params.stop)
                 if params.cut_loops:
-                    _finish_looping(tokens, finished, rows.tolist(), looped)
-            live = torch.tensor([not finished[r] for r in rows.tolist()], device=device)
+                    _finish_looping(tokens, ended, rows.tolist())
+            live = torch.tensor([ended[r] is None for r in rows.tolist()], device=device)
             n_live = int(live.sum())
             if self.on_step is not None:
                 self.on_step(n_live)
@@ -240,22 +241,21 @@ class TransformersBackend:
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         completions = [
             cut_at_stop(Completion(text, len(prompts[i // n]), len(tokens[i]),
-                                   "stop" if finished[i] and i not in looped else "length"),
-                       params.stop)
+                                   ended[i] or "length"), params.stop)
             for i, text in enumerate(texts)
         ]
         return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def _finish_stopped(self, tokens: list[list[int]], finished: list[bool], rows: list[int],
-                        stop: Sequence[str]) -> None:
-        """Mark finished the live rows whose text so far matches a stop pattern (the text is
+    def _finish_stopped(self, tokens: list[list[int]], ended: list[str | None],
+                        rows: list[int], stop: Sequence[str]) -> None:
+        """End ("stop") the live rows whose text so far matches a stop pattern (the text is
         cut at the match when the batch ends)."""
-        live = [row for row in rows if not finished[row]]
+        live = [row for row in rows if ended[row] is None]
         texts = self.tokenizer.batch_decode([tokens[row] for row in live],
                                             skip_special_tokens=True)
         for row, text in zip(live, texts, strict=True):
             if stop_index(text, stop) is not None:
-                finished[row] = True
+                ended[row] = "stop"
 
     def _sample_with_generate(self, prompts: list[list[int]], params: SamplingParams,
                               seed: int) -> list[list[Completion]]:
@@ -338,13 +338,11 @@ class TransformersBackend:
         self.model = None
 
 
-def _finish_looping(tokens: list[list[int]], finished: list[bool], rows: list[int],
-                    looped: set[int]) -> None:
-    """Mark finished, as loops, the live rows whose tokens so far end in a loop."""
+def _finish_looping(tokens: list[list[int]], ended: list[str | None], rows: list[int]) -> None:
+    """End the live rows whose tokens so far end in a loop, as truncated ("length")."""
     for row in rows:
-        if not finished[row] and looping(tokens[row]):
-            finished[row] = True
-            looped.add(row)
+        if ended[row] is None and looping(tokens[row]):
+            ended[row] = "length"
 
 
 def _common_head(prompts: list[list[int]]) -> int:
