@@ -110,3 +110,25 @@ def test_the_fast_decoder_stops_early_and_equals_the_full_text_cut():
         assert short[0].text == cut_at_stop(whole[0], stop).text
         assert short[0].finish_reason == "stop"
         assert short[0].n_tokens < whole[0].n_tokens, (short[0], whole[0])
+
+
+def test_the_stop_check_with_every_row_already_ended_changes_nothing():
+    """Every live row of a batch can end (end of sequence) in the very step of a stop check;
+    the check then has no row to decode. ``batch_decode([])`` returns one text, not none,
+    which once crashed a 3,600-row evaluation batch."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from malt_lake.backends.transformers_backend import TransformersBackend, resolve_model
+
+    decoder = SimpleNamespace(
+        tokenizer=AutoTokenizer.from_pretrained(resolve_model("embedded")[1]))
+    ended: list[str | None] = ["stop", "stop", None]
+    TransformersBackend._finish_stopped(decoder, [[28], [29], [30]], ended, [0, 1],
+                                        (r"\d",))
+    assert ended == ["stop", "stop", None]
+    seven = decoder.tokenizer.encode("7 apples")
+    TransformersBackend._finish_stopped(decoder, [[28], [28], seven], ended, [0, 1, 2],
+                                        (r"\d",))  # a live row with a match still ends
+    assert ended == ["stop", "stop", "stop"]

@@ -251,6 +251,8 @@ class TransformersBackend:
         """End ("stop") the live rows whose text so far matches a stop pattern (the text is
         cut at the match when the batch ends)."""
         live = [row for row in rows if ended[row] is None]
+        if not live:  # batch_decode([]) returns one text, not none
+            return
         texts = self.tokenizer.batch_decode([tokens[row] for row in live],
                                             skip_special_tokens=True)
         for row, text in zip(live, texts, strict=True):
