@@ -8,7 +8,7 @@ from pydantic import Field
 
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
-from assets.table_metadata import table_metadata
+from assets.table_metadata import column_schema, table_metadata
 from malt_lake.evaluate import (
     ROLES,
     EvalSettings,
@@ -33,19 +33,16 @@ from malt_lake.sqlfiles import sql_path
 from malt_lake.training.store import AdapterStore
 
 
-class EvalConfig(dg.Config):
-    """How the comparison is sampled (defaults: the paper's MV@3 and temperature)."""
+class EvalConfig(dg.Config, EvalSettings):
+    """The library's ``EvalSettings`` (fields, defaults and bounds) as the asset's run config,
+    plus whether the ablations run too."""
 
-    seeds: int = Field(default=4, description="Repeats; accuracy is mean ± std over them.")
-    votes: int = Field(default=3, description="Chains per question for majority vote.")
-    temperature: float = Field(default=0.3, description="Sampling temperature.")
-    max_tokens: int | None = Field(default=None, description="Most new tokens per turn for "
-                                   "every role; None = the dataset's token budgets.")
-    limit: int | None = Field(default=None, description="Questions per seed, a random subset "
-                              "drawn anew per seed (stratified by subject/level where known); "
-                              "None = the whole held-out split.")
     ablations: bool = Field(default=False, description="Also evaluate the paper's ablations: "
                             "only G trained, only V and R, V and R with SFT alone (no DPO).")
+
+    def settings(self) -> EvalSettings:
+        """The evaluation's own settings (the ablations are extra systems, not sampling)."""
+        return EvalSettings(**self.model_dump(exclude={"ablations"}))
 
 
 @dg.asset(group_name="evaluate", partitions_def=dataset_partitions,
@@ -73,7 +70,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
     if untrained:
         context.log.warning(f"no {dataset} adapter for {', '.join(untrained)}: MALT runs "
                             "those roles on the base model")
-    settings = EvalSettings(**config.model_dump(exclude={"ablations"}))
+    settings = config.settings()
     budgets = spec.budgets()
     with partition_lock(the_lake, f"evaluation.{dataset}"):
         predictions = evaluate(the_lake, backend.engine(), dataset, spec.eval_split, adapters,
@@ -108,4 +105,8 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
         "untrained_roles": ", ".join(untrained) or "none",
         "eval_id": predictions.column("eval_id")[0].as_py(),
         "scores_sql": dg.MetadataValue.path(str(sql_path("evaluation/summary"))),
+        # the asset writes two more tables beside eval_predictions (its column schema)
+        "eval_scores_columns": dg.MetadataValue.table_schema(column_schema("eval_scores")),
+        "eval_comparisons_columns": dg.MetadataValue.table_schema(
+            column_schema("eval_comparisons")),
     })

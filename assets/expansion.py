@@ -5,7 +5,6 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
 
 from assets.partitions import shard_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
@@ -17,17 +16,9 @@ from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
 
 
-class ExpandConfig(dg.Config):
-    """Sampling for one role; defaults are the paper's (n = 3, temperature 0.3)."""
-
-    n: int = Field(default=3, description="Samples per parent (branching factor).")
-    temperature: float = Field(default=0.3, description="Sampling temperature.")
-    top_p: float = Field(default=1.0, description="Nucleus sampling mass.")
-    max_tokens: int | None = Field(default=None, description="Most new tokens per sample; "
-                                   "None = the dataset's token budget for this role.")
-    seed: int = Field(default=0, description="Base seed, recorded on every row.")
-    batch_prompts: int = Field(default=64, description="Parents per checkpointed batch.")
-    adapter: str | None = Field(default=None, description="LoRA adapter dir; None = base.")
+class ExpandConfig(dg.Config, RoleSettings):
+    """Sampling for one role: the library's ``RoleSettings`` (fields, defaults and bounds)
+    as the asset's run config; defaults are the paper's (n = 3, temperature 0.3)."""
 
 
 def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,

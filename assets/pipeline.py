@@ -20,9 +20,9 @@ from assets import runner
 from malt_lake.errors import MaltLakeError
 from malt_lake.evaluate import stored_comparisons, summary
 from malt_lake.lake import Lake
+from malt_lake.names import ROLES
 from malt_lake.training.store import AdapterStore
 
-ROLES = ("generator", "verifier", "refiner")
 Say = Callable[[str], None]
 
 

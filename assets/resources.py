@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from malt_lake.backends import Backend, BackendSettings, build_backend
+from malt_lake.environment import environment
 from malt_lake.errors import ConfigError
 from malt_lake.lake import Lake
 from malt_lake.settings import ProjectSettings, load_settings, warehouse_root
@@ -36,28 +36,17 @@ class ProjectResource(dg.ConfigurableResource):
         return load_settings(self.config_file)
 
 
-class BackendResource(dg.ConfigurableResource):
-    """The model that expands trees and evaluates: one engine per run, created on first use
+class BackendResource(dg.ConfigurableResource, BackendSettings):
+    """The model that expands trees and evaluates: the library's ``BackendSettings``
+    (fields, defaults and bounds) as a resource. One engine per run, created on first use
     and shared by every asset of the run (G, V and R load the model once), released when the
     run ends or when a training step needs the memory (``release``)."""
-
-    kind: str = Field(default="transformers", description="transformers | vllm | openai | fake")
-    model: str = Field(default="embedded", description="'embedded', a model dir or hub id")
-    dtype: str = Field(default="bfloat16", description="transformers dtype")
-    max_batch_rows: int = Field(default=192, description="transformers: rows decoded together")
-    base_url: str | None = Field(default=None, description="openai: server URL (…/v1)")
-    fake_delay_s: float = Field(default=0.0, description="fake backend: seconds per batch")
-
-    def settings(self) -> BackendSettings:
-        return BackendSettings(kind=self.kind, model=self.model, dtype=self.dtype,
-                               max_batch_rows=self.max_batch_rows, base_url=self.base_url,
-                               fake_delay_s=self.fake_delay_s)
 
     _engine: Backend | None = PrivateAttr(default=None)
 
     def build(self) -> Backend:
         """A new engine (callers that hold it close it); assets use ``engine()``."""
-        return build_backend(self.settings())
+        return build_backend(self)
 
     def engine(self) -> Backend:
         """The run's engine, built on first use."""
@@ -108,7 +97,8 @@ class TrainingResource(dg.ConfigurableResource):
         return recipe.with_stages(max_steps=max_steps) if max_steps else recipe
 
 
-# MALT_ENV picks the backend; MALT_BACKEND / MALT_MODEL / MALT_BASE_URL override it.
+# MALT_ENV picks the backend; MALT_BACKEND / MALT_MODEL / MALT_BASE_URL / MALT_API_KEY /
+# MALT_FAKE_DELAY_S override it.
 ENV_BACKENDS = {
     "local": {"kind": "transformers", "model": "embedded"},
     "test": {"kind": "fake", "model": "fake"},
@@ -120,20 +110,20 @@ ENV_RECIPES = {"local": "cpu-smollm2", "test": "cpu-smollm2", "gpu": "gpu-qwen2.
 
 def resources_for_env(env: str | None = None,
                       warehouse: Path | None = None) -> dict[str, dg.ConfigurableResource]:
-    env = env or os.environ.get("MALT_ENV", "local")
+    """The resources of ``env`` (else ``MALT_ENV``) with the environment's overrides."""
+    chosen = environment()
+    env = env or chosen.env
     if env not in ENV_BACKENDS:
         raise ValueError(f"MALT_ENV={env!r}: expected one of {sorted(ENV_BACKENDS)}")
-    backend = dict(ENV_BACKENDS[env])
-    for field, variable in [("kind", "MALT_BACKEND"), ("model", "MALT_MODEL"),
-                            ("base_url", "MALT_BASE_URL")]:
-        if os.environ.get(variable):
-            backend[field] = os.environ[variable]
-    if os.environ.get("MALT_FAKE_DELAY_S"):
-        backend["fake_delay_s"] = float(os.environ["MALT_FAKE_DELAY_S"])
+    overrides = {"kind": chosen.backend, "model": chosen.model, "base_url": chosen.base_url,
+                 "fake_delay_s": chosen.fake_delay_s,
+                 # resolved when a run starts, so the UI shows the variable, not the secret
+                 "api_key": dg.EnvVar("MALT_API_KEY") if chosen.api_key else None}
+    backend = {**ENV_BACKENDS[env],
+               **{field: value for field, value in overrides.items() if value is not None}}
     return {
         "lake": LakeResource(warehouse=str(warehouse or warehouse_root())),
-        "project": ProjectResource(config_file=os.environ.get("MALT_CONFIG")),
+        "project": ProjectResource(config_file=chosen.config),
         "backend": BackendResource(**backend),
-        "training": TrainingResource(
-            recipe_name=os.environ.get("MALT_RECIPE") or ENV_RECIPES[env]),
+        "training": TrainingResource(recipe_name=chosen.recipe or ENV_RECIPES[env]),
     }

@@ -11,18 +11,21 @@ from typing import Any
 
 import dagster as dg
 
+from malt_lake.environment import environment
 from malt_lake.errors import MaltLakeError
-from malt_lake.names import PartitionKey
+from malt_lake.names import ROLES, PartitionKey
 from malt_lake.settings import warehouse_root
 
-# The CLI draws its own progress; Dagster's per-event DEBUG lines stay in the UI's run logs.
-QUIET = {"loggers": {"console": {"config": {"log_level": os.environ.get("MALT_LOG_LEVEL",
-                                                                          "WARNING")}}}}
+
+def quiet_logging() -> dict[str, Any]:
+    """Run config for CLI runs: the CLI draws its own progress, so Dagster's console logger
+    shows only ``MALT_LOG_LEVEL`` and up; every event stays in the UI's run logs."""
+    return {"loggers": {"console": {"config": {"log_level": environment().log_level}}}}
 
 
 def dagster_home() -> Path:
     """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or warehouse_root() / "dagster")
+    home = Path(environment().dagster_home or warehouse_root() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"  # sqlite storage here; no telemetry, no newsletter modal
     if not config.exists():
@@ -100,7 +103,7 @@ def run_config_for(theta: float | None = None, role_overrides: dict[str, Any] | 
     ops: dict[str, Any] = {}
     if theta is not None and "credit" in selection:
         ops["credit"] = {"config": {"theta": theta}}
-    for asset, role in zip(EXPANSION, ("generator", "verifier", "refiner"), strict=True):
+    for asset, role in zip(EXPANSION, ROLES, strict=True):
         config = dict(role_overrides or {})
         if role_adapters and role_adapters.get(role):
             config["adapter"] = role_adapters[role]
@@ -150,7 +153,7 @@ def materialize(
             )
 
     resources = resources_for_env(warehouse=warehouse)  # the environment now, not at import
-    run_config = {**QUIET, **(run_config or {})}
+    run_config = {**quiet_logging(), **(run_config or {})}
     job = job_for(selection)
     if job is not None:  # a named run, as the UI's launchpad starts it
         result = definitions_for(resources).resolve_job_def(job).execute_in_process(

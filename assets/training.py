@@ -22,8 +22,8 @@ class TrainConfig(dg.Config):
     recipe: str | None = Field(default=None, description="Recipe name or TOML path; None = "
                                "the environment's (MALT_RECIPE, else by MALT_ENV).")
     split: str = Field(default="train", description="Split whose partitions are trained on.")
-    max_steps: int | None = Field(default=None, description="Cap every stage at this many "
-                                  "steps (quick runs); None = the recipe's.")
+    max_steps: int | None = Field(default=None, ge=1, description="Cap every stage at this "
+                                  "many steps (quick runs); None = the recipe's.")
     force: bool = Field(default=False, description="Retrain even if an adapter of the same "
                         "base model, recipe and rows exists.")
     pool: bool = Field(default=False, description="Train on the role data of every configured "

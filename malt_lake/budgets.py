@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ROLES = ("generator", "verifier", "refiner")
+from malt_lake.names import ROLES
+
 # room for the system prompt, instructions and a long question (tokens)
 PROMPT_ALLOWANCE = 512
 

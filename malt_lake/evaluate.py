@@ -40,13 +40,13 @@ from malt_lake.backends import (
 from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.errors import LakeError
 from malt_lake.lake import Lake
+from malt_lake.names import ROLES
 from malt_lake.prompts import shared_stop, template
 from malt_lake.query import fetch
 from malt_lake.rewards import Checker, checker_for
 from malt_lake.rewards.base import check
 
 SYSTEMS = ("SA", "SA+MV", "MA", "MA+MV", "MALT", "MALT+MV")
-ROLES = ("generator", "verifier", "refiner")
 ABLATIONS = ("MALT(G)", "MALT(V+R)", "MALT(V+R SFT)")
 AdapterSet = dict[str, str | None]  # role -> adapter dir, None = the base model
 Log = Callable[[str], None]

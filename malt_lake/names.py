@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from malt_lake.errors import LakeError
 
+# MALT's three roles, in chain order: generator answers, verifier critiques, refiner finalizes.
+ROLES = ("generator", "verifier", "refiner")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SHARD_RE = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.(\d{4,6})$")
 

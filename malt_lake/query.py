@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 
 import duckdb
 import pyarrow as pa
 
 from malt_lake import schemas
+from malt_lake.environment import environment
 from malt_lake.errors import QueryFailed, QueryRefused
 from malt_lake.lake import Lake
 from malt_lake.sqlfiles import read_sql
@@ -33,7 +33,7 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     con.execute("set enable_progress_bar = false")
     # bounded memory on a shared box: DuckDB spills to disk past this
     con.execute("set memory_limit = $limit",
-                {"limit": os.environ.get("MALT_DUCKDB_MEMORY_LIMIT", "4GB")})
+                {"limit": environment().duckdb_memory_limit})
     con.execute("set variable lake_root = $root", {"root": str(lake.tables_dir)})
     every = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
     for table, schema in every.items():

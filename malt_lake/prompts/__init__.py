@@ -20,9 +20,9 @@ from string import Template
 
 from malt_lake.backends.base import check_stop_patterns
 from malt_lake.errors import ConfigError
+from malt_lake.names import ROLES
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-ROLES = ("generator", "verifier", "refiner")
 SEPARATOR = "\n===\n"
 
 Message = dict[str, str]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from malt_lake.errors import ConfigError
+from malt_lake.names import ROLES
 
-ROLES = ("generator", "verifier", "refiner")
 AUTOCAST = ("none", "bf16")
 DTYPES = ("float32", "bfloat16", "float16")
 
