@@ -18,9 +18,9 @@ from malt_lake.errors import ConfigError
 class ChatServer:
     """A tiny OpenAI-style /v1/chat/completions on 127.0.0.1 with scripted failures."""
 
-    def __init__(self, fail_first: int = 0, status: int = 503) -> None:
+    def __init__(self, fail_first: int = 0, status: int = 503, honours_n: bool = True) -> None:
         self.requests: list[dict] = []
-        self.fail_first, self.status = fail_first, status
+        self.fail_first, self.status, self.honours_n = fail_first, status, honours_n
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         server = self
@@ -45,11 +45,12 @@ class ChatServer:
                     self.wfile.write(b'{"error": "busy"}')
                     return
                 user = body["messages"][-1]["content"]
+                n = body["n"] if server.honours_n else 1
                 payload = {"choices": [
                     {"index": i, "message": {"role": "assistant",
                                              "content": f"{user} #{i} Final Answer: {i}"},
-                     "finish_reason": "stop"} for i in range(body["n"])],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 5 * body["n"]}}
+                     "finish_reason": "stop"} for i in range(n)],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 5 * n}}
                 data = json.dumps(payload).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -78,7 +79,7 @@ def requests(k: int) -> list[GenerationRequest]:
 
 
 def test_openai_backend_retries_bounds_concurrency_and_keeps_order(server):
-    backend = OpenAIBackend(server.url, "served-model", concurrency=3, backoff_s=0.01)
+    backend = OpenAIBackend(server.url, "served-model", concurrency=3)
     out = backend.generate(requests(12), SamplingParams(n=2, max_tokens=9, seed=4))
     assert [len(samples) for samples in out] == [2] * 12
     assert out[5][1].text == "question 5 #1 Final Answer: 1"
@@ -92,15 +93,26 @@ def test_openai_backend_retries_bounds_concurrency_and_keeps_order(server):
 def test_openai_backend_records_permanent_failures_and_raises_when_all_fail():
     srv = ChatServer(fail_first=1, status=400)
     try:
-        backend = OpenAIBackend(srv.url, "m", concurrency=1, backoff_s=0.01)
+        backend = OpenAIBackend(srv.url, "m", concurrency=1)
         out = backend.generate(requests(2), SamplingParams(n=2))
         assert out[0][0].error.startswith("HTTP 400") and out[0][1].text is None
         assert out[1][0].text.startswith("question 1")
     finally:
         srv.close()
-    dead = OpenAIBackend("http://127.0.0.1:9/v1", "m", max_retries=1, backoff_s=0.01)
+    dead = OpenAIBackend("http://127.0.0.1:9/v1", "m", max_retries=1)
     with pytest.raises(BackendError, match=r"every request to http://127\.0\.0\.1:9/v1 failed"):
         dead.generate(requests(2), SamplingParams(n=1))
+
+
+def test_openai_backend_asks_a_server_that_ignores_n_for_the_missing_samples():
+    srv = ChatServer(honours_n=False)  # like transformers serve: one choice per request
+    try:
+        backend = OpenAIBackend(srv.url, "m", concurrency=1)
+        out = backend.generate(requests(1), SamplingParams(n=3, max_tokens=9, seed=40))
+    finally:
+        srv.close()
+    assert [c.error for c in out[0]] == [None, None, None]
+    assert [(r["n"], r["seed"]) for r in srv.requests] == [(3, 40), (2, 41), (1, 42)]
 
 
 def test_backend_settings_errors_are_clear(tmp_path):
