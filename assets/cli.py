@@ -162,7 +162,8 @@ def demo(
     report = results[-1].warehouse / "reports" / f"eval-{DEMO_DATASET}.md"
     console.print(
         f"\nDone in {time.perf_counter() - started:.0f}s.\n"
-        f"Lake:             {lake.tables_dir}\n"
+        f"Lake:             {lake.tables_dir}   (Delta tables; polars: "
+        f"pl.scan_delta(\"{lake.table_uri('credit')}\"))\n"
         f"Report:           {report} (+ .png chart)\n"
         f"Adapters:         {lake.root / 'adapters'}\n"
         "Open the UI:      .venv/bin/malt-lake ui   (then http://127.0.0.1:3000, Assets)\n"
@@ -171,8 +172,11 @@ def demo(
         f"One tree:         .venv/bin/malt-lake tree {_first_question(lake, train)}\n"
         "Predictions:      .venv/bin/malt-lake sql \"select system, avg(correct::int) acc "
         "from eval_predictions group by all order by all\"\n"
-        f"Change theta:     .venv/bin/malt-lake materialize --select cheap --partition "
-        f"{train[0]} --theta 0.7   (no model calls)\n"
+        f"Change theta:     .venv/bin/malt-lake materialize --select relabel --partition "
+        f"{train[0]} --theta 0.7   (no model calls; the old labels stay a credit version:\n"
+        "                  .venv/bin/malt-lake sql \"select * from lake_versions where "
+        "table_name = 'credit'\", then --as-of credit=<version>)\n"
+        "Plain files:      .venv/bin/malt-lake export sft_refiner --to sft_refiner.jsonl\n"
     )
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from assets.partitions import shard_partitions
 from assets.resources import LakeResource
-from assets.table_metadata import table_metadata
+from assets.table_metadata import delta_metadata, table_metadata, write_id
 from malt_lake.credit import (
     DEFAULT_THETA,
     check_partition,
@@ -18,7 +18,7 @@ from malt_lake.credit import (
     role_datasets,
     value_histogram,
 )
-from malt_lake.lake import partition_lock
+from malt_lake.lake import Written, partition_lock
 from malt_lake.lineage import data_version_of
 from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
@@ -28,7 +28,7 @@ from malt_lake.scoring import leaf_rewards as score_leaves
 from malt_lake.sqlfiles import sql_path
 
 
-def _reward_metadata(table, path) -> dict:
+def _reward_metadata(table, written: Written) -> dict:
     rewards = [r for r in table.column("reward").to_pylist() if r is not None]
     parsed = table.column("parse_ok").to_pylist()
     return {
@@ -36,12 +36,12 @@ def _reward_metadata(table, path) -> dict:
         "accuracy": sum(rewards) / len(rewards) if rewards else 0.0,
         "parse_rate": sum(parsed) / len(parsed) if parsed else 0.0,
         "failed_samples": table.num_rows - len(rewards),
-        "path": dg.MetadataValue.path(str(path)),
+        **delta_metadata(written),
     }
 
 
 @dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=["generations", "questions"], kinds={"parquet"},
+          deps=["generations", "questions"], kinds={"delta"},
           metadata=table_metadata("generation_rewards"))
 def generation_rewards(context: dg.AssetExecutionContext,
                        lake: LakeResource) -> dg.MaterializeResult:
@@ -49,8 +49,9 @@ def generation_rewards(context: dg.AssetExecutionContext,
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
     with partition_lock(the_lake, "generation_rewards", key):
         table = score_generations(the_lake, key)
-        path = the_lake.write_partition("generation_rewards", key, table)
-    return dg.MaterializeResult(metadata=_reward_metadata(table, path),
+        written = the_lake.write_partition("generation_rewards", key, table,
+                                           write_id=write_id(context, "generation_rewards"))
+    return dg.MaterializeResult(metadata=_reward_metadata(table, written),
                                 data_version=dg.DataVersion(
                                     data_version_of(table, "pred_answer", "reward")))
 
@@ -62,15 +63,16 @@ LINEAGE_CHECK = dg.AssetCheckSpec(
 
 
 @dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=["refinements", "questions"], kinds={"parquet"}, check_specs=[LINEAGE_CHECK],
+          deps=["refinements", "questions"], kinds={"delta"}, check_specs=[LINEAGE_CHECK],
           metadata=table_metadata("leaf_rewards"))
 def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource):
     """Binary reward of every refinement: its final answer equals the ground truth."""
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
     with partition_lock(the_lake, "leaf_rewards", key):
         table = score_leaves(the_lake, key)
-        path = the_lake.write_partition("leaf_rewards", key, table)
-    yield dg.MaterializeResult(metadata=_reward_metadata(table, path),
+        written = the_lake.write_partition("leaf_rewards", key, table,
+                                           write_id=write_id(context, "leaf_rewards"))
+    yield dg.MaterializeResult(metadata=_reward_metadata(table, written),
                                data_version=dg.DataVersion(
                                    data_version_of(table, "pred_answer", "reward")))
     yield _lineage_result(the_lake, key)
@@ -103,24 +105,24 @@ CREDIT_CHECKS = [
 
 @dg.asset(group_name="credit", partitions_def=shard_partitions,
           deps=[leaf_rewards, "generations", "critiques", "refinements"],
-          check_specs=CREDIT_CHECKS, kinds={"duckdb", "parquet"},
+          check_specs=CREDIT_CHECKS, kinds={"duckdb", "delta"},
           metadata=table_metadata("credit"))
 def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeResource):
     """Value of every tree node (mean of its children's values) and its label at theta."""
     key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
     with partition_lock(the_lake, "credit", key):
-        n_rows = compute_credit_to_lake(the_lake, key, config.theta)
-        path = the_lake.partition_file("credit", key)
-    frame = pl.scan_parquet(path).select("role", "label", "value").collect()
+        written = compute_credit_to_lake(the_lake, key, config.theta,
+                                         write_id=write_id(context, "credit"))
+    frame = pl.from_arrow(the_lake.read_required("credit", key, ["role", "label", "value"]))
     by_role = (frame.group_by("role").agg(
         pl.len().alias("nodes"), pl.col("label").cast(pl.Float64).mean().alias("positive_rate"),
         pl.col("value").mean().alias("mean_value")).sort("role"))
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": n_rows,
+        "dagster/row_count": written.rows,
         "theta": config.theta,
         "by_role": dg.MetadataValue.md(to_markdown(by_role)),
         "value_histogram": dg.MetadataValue.md(to_markdown(value_histogram(frame.to_arrow()))),
-        "path": dg.MetadataValue.path(str(path)),
+        **delta_metadata(written),
         "sql": dg.MetadataValue.path(str(sql_path("credit/credit"))),
     })
     for spec in CREDIT_CHECKS:
@@ -134,7 +136,7 @@ def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeRe
 
 ROLE_SPECS = [
     dg.AssetSpec(name, group_name="role_datasets", partitions_def=shard_partitions,
-                 deps=[credit], kinds={"duckdb", "parquet"}, metadata=table_metadata(name),
+                 deps=[credit], kinds={"duckdb", "delta"}, metadata=table_metadata(name),
                  description=f"{'SFT positives' if name in SFT_TABLES else 'DPO sibling pairs'}"
                              f" of the {role} (TRL conversational format)")
     for name, role in {**SFT_TABLES, **DPO_TABLES}.items()
@@ -152,14 +154,19 @@ def role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
     with partition_lock(the_lake, "role_datasets", key):
         tables = role_datasets(the_lake, key)
         drops = {row["role"]: row for row in role_dataset_drops(the_lake, key).to_pylist()}
-        paths = {name: the_lake.write_partition(name, key, t) for name, t in tables.items()}
+        theta = next((t.column("theta")[0].as_py() for t in tables.values() if t.num_rows),
+                     None)
+        info = {} if theta is None else {"malt.theta": str(theta)}
+        written = {name: the_lake.write_partition(name, key, t, info=info,
+                                                  write_id=write_id(context, name))
+                   for name, t in tables.items()}
     for name, table in tables.items():
         role, kind = (SFT_TABLES[name], "sft") if name in SFT_TABLES else (DPO_TABLES[name], "dpo")
         yield dg.MaterializeResult(asset_key=name, metadata={
             "dagster/row_count": table.num_rows,
             "dropped_equal_text": drops[role][f"{kind}_dropped_equal_text"],
             "theta": table.column("theta")[0].as_py() if table.num_rows else None,
-            "path": dg.MetadataValue.path(str(paths[name])),
+            **delta_metadata(written[name]),
             "sql": dg.MetadataValue.path(str(sql_path(
                 "roles/sft" if name in SFT_TABLES else "roles/dpo"))),
         })

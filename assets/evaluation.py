@@ -8,7 +8,7 @@ from pydantic import Field
 
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
-from assets.table_metadata import column_schema, table_metadata
+from assets.table_metadata import column_schema, delta_metadata, table_metadata, write_id
 from malt_lake.evaluate import (
     ROLES,
     EvalSettings,
@@ -48,7 +48,7 @@ class EvalConfig(dg.Config, EvalSettings):
 @dg.asset(group_name="evaluate", partitions_def=dataset_partitions,
           deps=["generator_adapter", "verifier_adapter", "refiner_adapter",  # same dataset
                 dg.AssetDep("questions", partition_mapping=dg.AllPartitionMapping())],
-          kinds={"parquet", "llm"}, metadata=table_metadata("eval_predictions"))
+          kinds={"delta", "llm"}, metadata=table_metadata("eval_predictions"))
 def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
                project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """SA, SA+MV, MA, MA+MV, MALT and MALT+MV (and the ablations, if asked) on the dataset's
@@ -76,7 +76,8 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
         predictions = evaluate(the_lake, backend.engine(), dataset, spec.eval_split, adapters,
                                settings, budgets, log=context.log.info, ablations=ablations,
                                prompts=spec.prompts, cut_loops=spec.cut_loops)
-        the_lake.write_dataset_table("eval_predictions", dataset, predictions)
+        written = the_lake.write_dataset_table("eval_predictions", dataset, predictions,
+                                               write_id=write_id(context, "eval_predictions"))
         the_lake.write_dataset_table("eval_scores", dataset, scores(the_lake, dataset))
         intervals, comparisons = statistics(the_lake, dataset)
         the_lake.write_dataset_table("eval_comparisons", dataset, comparisons)
@@ -97,6 +98,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: Lake
     return dg.MaterializeResult(metadata={
         "truncation": dg.MetadataValue.md(to_markdown(truncation)),
         "dagster/row_count": predictions.num_rows,
+        **delta_metadata(written),
         "results": dg.MetadataValue.md(summary_markdown(table, intervals)),
         "differences": dg.MetadataValue.md(comparisons_markdown(comparisons)),
         "flips": dg.MetadataValue.md(flips_markdown(flip_table)),

@@ -8,8 +8,8 @@ import polars as pl
 
 from assets.partitions import shard_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
-from assets.table_metadata import table_metadata
-from malt_lake.expand import ROLE_TABLE, RoleSettings, expand
+from assets.table_metadata import delta_metadata, table_metadata, write_id
+from malt_lake.expand import ROLE_TABLE, Expansion, RoleSettings
 from malt_lake.lake import partition_lock
 from malt_lake.lineage import data_version_of
 from malt_lake.markdown import to_markdown
@@ -30,8 +30,10 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
     spec = project.settings().dataset(key.dataset)
     settings = RoleSettings(**config.model_dump()).with_budget(spec.budgets(), role)
     with partition_lock(the_lake, table_name, key):
-        table = expand(the_lake, key, role, backend.engine(), settings, log=context.log.info,
-                       prompts=spec.prompts, cut_loops=spec.cut_loops)
+        expansion = Expansion(the_lake, key, role, backend.engine(), settings,
+                              log=context.log.info, prompts=spec.prompts,
+                              cut_loops=spec.cut_loops, write_id=write_id(context, table_name))
+        table = expansion.run()
     rows = table.to_pylist()
     failed = sum(1 for r in rows if r["error"] is not None)
     unparsed = sum(1 for r in rows if r["error"] is None and not r["parse_ok"])
@@ -50,14 +52,14 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
         "cut_loops": spec.cut_loops,
         "completion_tokens": tokens,
         "model": rows[0]["model"] if rows else "",
-        "path": dg.MetadataValue.path(str(the_lake.partition_file(table_name, key))),
+        **delta_metadata(expansion.written),
         "preview": dg.MetadataValue.md(to_markdown(pl.DataFrame(preview)) if preview
                                        else "empty"),
     })
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=["questions"],
-          kinds={"parquet", "llm"}, metadata=table_metadata("generations"))
+          kinds={"delta", "llm"}, metadata=table_metadata("generations"))
 def generations(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
                 project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n generator answers per question."""
@@ -65,7 +67,7 @@ def generations(context: dg.AssetExecutionContext, config: ExpandConfig, lake: L
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[generations],
-          kinds={"parquet", "llm"}, metadata=table_metadata("critiques"))
+          kinds={"delta", "llm"}, metadata=table_metadata("critiques"))
 def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
               project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n verifier critiques per generator answer."""
@@ -73,7 +75,7 @@ def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: Lak
 
 
 @dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[critiques],
-          kinds={"parquet", "llm"}, metadata=table_metadata("refinements"))
+          kinds={"delta", "llm"}, metadata=table_metadata("refinements"))
 def refinements(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
                 project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     """n refiner final answers per critique: the leaves of the tree."""

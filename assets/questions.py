@@ -7,16 +7,15 @@ import dagster as dg
 
 from assets.partitions import dataset_partitions, shard_partitions
 from assets.resources import LakeResource, ProjectResource
-from assets.table_metadata import table_metadata
+from assets.table_metadata import delta_metadata, table_metadata, write_id
 from malt_lake.ingest import build_catalog, shard_questions, write_catalog
 from malt_lake.lake import partition_lock
 from malt_lake.lineage import data_version_of
 from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
-from malt_lake.sqlfiles import sql_path
 
 
-@dg.asset(group_name="ingest", kinds={"parquet", "polars"}, metadata=table_metadata("shards"))
+@dg.asset(group_name="ingest", kinds={"delta", "polars"}, metadata=table_metadata("shards"))
 def dataset_catalog(
     context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource
 ) -> dg.MaterializeResult:
@@ -25,7 +24,8 @@ def dataset_catalog(
     catalog = build_catalog(settings)
     the_lake = lake.lake()
     with partition_lock(the_lake, "shards"):
-        write_catalog(the_lake, catalog)
+        the_lake.create_tables()  # before partition writers fan out
+        written = write_catalog(the_lake, catalog)
     keys = catalog.partition_keys
     known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
     new = [k for k in keys if k not in known]
@@ -43,13 +43,13 @@ def dataset_catalog(
         "new_partitions": len(new),
         "shards": dg.MetadataValue.md(to_markdown(catalog.shards.drop("source_sha256"))),
         "skipped_rows": dg.MetadataValue.md(skipped),
-        "path": dg.MetadataValue.path(str(the_lake.whole_table_file("shards"))),
+        **delta_metadata(written),
     })
 
 
 @dg.asset(
     group_name="ingest", partitions_def=shard_partitions, deps=[dataset_catalog],
-    kinds={"parquet", "polars"}, metadata=table_metadata("questions"),
+    kinds={"delta", "polars"}, metadata=table_metadata("questions"),
 )
 def questions(
     context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource
@@ -59,12 +59,12 @@ def questions(
     the_lake = lake.lake()
     with partition_lock(the_lake, "questions", key):
         table = shard_questions(the_lake, project.settings(), key)
-        path = the_lake.write_partition("questions", key, table)
+        written = the_lake.write_partition("questions", key, table,
+                                           write_id=write_id(context, "questions"))
     preview = table.select(["question_id", "question", "answer"]).slice(0, 5)
     return dg.MaterializeResult(data_version=dg.DataVersion(data_version_of(table)), metadata={
         "dagster/row_count": table.num_rows,
-        "path": dg.MetadataValue.path(str(path)),
+        **delta_metadata(written),
         "preview": dg.MetadataValue.md(to_markdown(preview)),
-        "view_sql": dg.MetadataValue.path(str(sql_path("views/questions"))),
     })
 

@@ -69,7 +69,7 @@ def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
     dataset = plan.dataset
     keys = catalog_keys(lake, dataset)  # this project's shards, not every key the instance saw
     for key in keys:
-        if not lake.partition_file("questions", PartitionKey.parse(key)).exists():
+        if not lake.has_partition("questions", PartitionKey.parse(key)):
             runner.materialize(["questions"], partition_key=key, warehouse=warehouse)
     phases["ingest"] = time.perf_counter() - started
 
@@ -81,8 +81,7 @@ def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
     sampling = {k: v for k, v in {"n": plan.n, "max_tokens": plan.max_tokens}.items()
                 if v is not None}
     for key in train:  # training reads every train shard in the lake: all follow theta
-        missing = [t for t in tree if not lake.partition_file(t, PartitionKey.parse(key)
-                                                              ).exists()]
+        missing = [t for t in tree if not lake.has_partition(t, PartitionKey.parse(key))]
         if not missing:
             say(f"tree {key}: in the lake already; credit and role data at theta {plan.theta}")
             runner.materialize(cheap, key, runner.run_config_for(plan.theta, selection=cheap),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import click
@@ -40,9 +41,13 @@ def sql(
     query: Annotated[str, typer.Argument(help="One read-only statement (SELECT/DESCRIBE/...).")],
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
     limit: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,
+    as_of: Annotated[list[str] | None, typer.Option(
+        "--as-of", metavar="TABLE=VERSION",
+        help="Also read TABLE at an earlier Delta version, as the view TABLE_vVERSION "
+             "(repeatable; `select * from lake_versions` lists them).")] = None,
 ) -> None:
     """Query the lake's DuckDB views (questions, generations, credit, ...), read-only."""
-    result = pl.from_arrow(run_read_only(current_lake(), query))
+    result = pl.from_arrow(run_read_only(current_lake(), query, _versions(as_of or [])))
     assert isinstance(result, pl.DataFrame)
     if fmt == "csv":
         sys.stdout.write(result.write_csv())
@@ -52,6 +57,63 @@ def sql(
         print_frame(result, limit)
     else:
         raise typer.BadParameter("--format must be table, csv or json")
+
+
+def _versions(pairs: list[str]) -> dict[str, int]:
+    out = {}
+    for pair in pairs:
+        table, _, version = pair.partition("=")
+        if not table or not version.isdigit():
+            raise typer.BadParameter(f"--as-of takes TABLE=VERSION (e.g. credit=3), got {pair!r}")
+        out[table] = int(version)
+    return out
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help="A lake table, e.g. sft_refiner or credit.")],
+    to: Annotated[Path, typer.Option(help="The file to write: .parquet or .jsonl.")],
+    version: Annotated[int | None, typer.Option(
+        help="The Delta version to export (default: the latest).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset's rows.")] = None,
+) -> None:
+    """Write one version of a table as one plain Parquet or JSON Lines file, for tools that
+    do not read Delta (a Parquet glob over the table would also read replaced versions)."""
+    from malt_lake.export import export_table
+
+    path, rows = export_table(current_lake(), table, to, version=version, dataset=dataset)
+    console.print(f"{rows} row(s) of {table} written to {path}")
+
+
+@app.command()
+def vacuum(
+    retain_hours: Annotated[int, typer.Option(
+        min=0, help="Keep the files every version of the last this-many hours reads.")] = 168,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = True,
+) -> None:
+    """Delete files that only versions older than --retain-hours read (replaced partitions,
+    files of killed writers). Nothing is ever vacuumed unless you run this; after it,
+    `--as-of` cannot read those older versions."""
+    deleted = current_lake().vacuum(retain_hours, dry_run=dry_run)
+    for table, files in deleted.items():
+        if files:
+            console.print(f"{table}: {len(files)} file(s)")
+    total = sum(len(files) for files in deleted.values())
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {total} file(s)" + (" (pass --no-dry-run to delete)"
+                                               if dry_run and total else ""))
+
+
+@app.command()
+def migrate() -> None:
+    """Convert a warehouse written by malt-lake before Delta (plain Parquet) in place."""
+    from malt_lake.migrate import migrate_plain_parquet
+
+    converted = migrate_plain_parquet(current_lake())
+    for table, files in converted.items():
+        console.print(f"{table}: {files} partition file(s) converted")
+    console.print(f"{len(converted)} table(s) converted" if converted
+                  else "nothing to convert: every table is a Delta table")
 
 
 @app.command()

@@ -9,10 +9,9 @@ import math
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from malt_lake.errors import ConfigError, LakeError, StaleLineage
-from malt_lake.lake import Lake
+from malt_lake.lake import Lake, Written
 from malt_lake.names import PartitionKey
 from malt_lake.query import connect
 from malt_lake.schemas import DPO_TABLES, SFT_TABLES
@@ -69,9 +68,10 @@ def compute_credit(lake: Lake, key: PartitionKey, theta: float) -> pa.Table:
 
 
 def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float, *,
-                           check_lineage: bool = True) -> int:
-    """Compute and write the partition's credit; DuckDB writes the Parquet itself, so memory
-    stays bounded at any partition size. Returns the number of node rows written. Refuses a
+                           check_lineage: bool = True, write_id: str | None = None) -> Written:
+    """Compute and commit the partition's credit as a new version of the credit table (its
+    theta in the commit); DuckDB writes the Parquet itself, so memory stays bounded at any
+    partition size. Refuses a
     partition whose tables do not belong to one tree (``require_fresh_lineage``) unless
     ``check_lineage`` is off (for callers that checked it already)."""
     theta = validate_theta(theta)  # a bad theta is named first, whatever the lake holds
@@ -80,10 +80,10 @@ def compute_credit_to_lake(lake: Lake, key: PartitionKey, theta: float, *,
     con, relation = _credit_relation(lake, key, theta)
     try:
         relation.create_view("credit_result")
-        path = lake.write_partition_with(
+        return lake.write_partition_with(
             "credit", key,
-            lambda temp: con.execute(read_sql("credit/write"), {"path": str(temp)}))
-        return pq.ParquetFile(path).metadata.num_rows
+            lambda temp: con.execute(read_sql("credit/write"), {"path": str(temp)}),
+            write_id=write_id, info={"malt.theta": str(theta)})
     finally:
         con.close()
 
@@ -122,27 +122,18 @@ def role_dataset_drops(lake: Lake, key: PartitionKey) -> pa.Table:
 
 
 def _require(lake: Lake, key: PartitionKey, tables: list[str]) -> None:
-    missing = [t for t in tables if not lake.partition_file(t, key).exists()]
+    missing = [t for t in tables if not lake.has_partition(t, key)]
     if missing:
         raise LakeError(f"partition {key} has no {', '.join(missing)} yet; materialize "
                         f"{' and '.join(f'`{m}`' for m in missing)} for it first")
 
 
 def _require_columns(lake: Lake, key: PartitionKey, table: str, columns: list[str]) -> None:
-    """A partition written before a column was added (or with nulls in it) is named, not
-    read: credit would give the parents of those rows a null value."""
-    metadata = pq.ParquetFile(lake.partition_file(table, key)).metadata
-    names = metadata.schema.names
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise LakeError(f"partition {key}: {table} was written by an older malt-lake (no "
-                        f"{', '.join(missing)}); rematerialize `{table}` for it (it reads the "
-                        "stored refinements, no model call)")
+    """A partition with nulls in ``columns`` is named, not read: credit would give the
+    parents of those rows a null value."""
+    data = lake.read_required(table, key, columns)
     for column in columns:  # a null index would leave its parent without a value carrier
-        index = names.index(column)
-        nulls = sum(metadata.row_group(i).column(index).statistics.null_count
-                    for i in range(metadata.num_row_groups)
-                    if metadata.row_group(i).column(index).statistics is not None)
+        nulls = data.column(column).null_count
         if nulls:
             raise LakeError(f"partition {key}: {table} has {nulls} row(s) without {column}; "
                             f"rematerialize `{table}` for it")

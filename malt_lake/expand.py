@@ -34,7 +34,7 @@ from malt_lake.backends import (
 )
 from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.errors import LakeError
-from malt_lake.lake import Lake, atomic_write
+from malt_lake.lake import Lake, Written, atomic_write
 from malt_lake.lineage import node_fingerprint
 from malt_lake.names import PartitionKey, critique_id, generation_id, refinement_id
 from malt_lake.prompts import RoleTemplate, shared_stop, template
@@ -130,8 +130,10 @@ class Expansion:
     def __init__(self, lake: Lake, key: PartitionKey, role: str, backend: Backend,
                  settings: RoleSettings, log: Callable[[str], None] | None = None,
                  show_progress: bool = True, prompts: str | None = None,
-                 cut_loops: bool = False) -> None:
+                 cut_loops: bool = False, write_id: str | None = None) -> None:
         self.lake, self.key, self.role = lake, key, role
+        self.write_id = write_id
+        self.written: Written | None = None  # the commit, once run() wrote the table
         self.prompts, self.cut_loops = prompts, cut_loops
         self.table = ROLE_TABLE[role]
         self.backend = backend
@@ -143,6 +145,12 @@ class Expansion:
             f"dataset={key.dataset}" / f"shard={key.shard}"
 
     def run(self) -> pa.Table:
+        if self.write_id is not None:  # a retried step whose first attempt committed
+            self.written = self.lake.committed_write(self.table, self.write_id)
+            if self.written is not None:
+                self.log(f"{self.table} {self.key}: committed by this run already "
+                         f"(version {self.written.version}); not generated again")
+                return self.lake.read_required(self.table, self.key)
         parents = plan(self.lake, self.key, self.role, self.prompts)
         done = self._resume(self._fingerprint(parents))
         todo = [p for p in parents if p.request_id not in done]
@@ -292,7 +300,8 @@ class Expansion:
             raise LakeError(f"{self.table} {self.key}: {frame.height} rows after expansion, "
                             f"expected {expected}; checkpoints kept for a retry")
         result = frame.to_arrow().cast(schema)
-        self.lake.write_partition(self.table, self.key, result)
+        self.written = self.lake.write_partition(self.table, self.key, result,
+                                                 write_id=self.write_id)
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         return result
 

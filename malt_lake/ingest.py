@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
+from malt_lake import schemas
 from malt_lake.datasets import LoadedSplit, load_split
 from malt_lake.errors import LakeError, RowProblem
-from malt_lake.lake import Lake
+from malt_lake.lake import Lake, Written
 from malt_lake.names import PartitionKey
 from malt_lake.settings import ProjectSettings
 
@@ -59,8 +60,15 @@ def _shard_rows(loaded: LoadedSplit, shard_size: int) -> list[dict]:
     return out
 
 
-def write_catalog(lake: Lake, catalog: Catalog) -> None:
-    lake.write_whole_table("shards", catalog.shards.to_arrow())
+def write_catalog(lake: Lake, catalog: Catalog) -> Written:
+    """Commit the shard catalog, unless the lake holds this very catalog already: every
+    ingest starts here, and an unchanged catalog is not worth a table version."""
+    shards = schemas.conform(catalog.shards.to_arrow(), schemas.SHARDS).sort_by("partition_key")
+    stored = lake.read_whole_table("shards")
+    if stored is not None and stored.sort_by("partition_key").equals(shards):
+        return Written("shards", lake.table_uri("shards"), lake.version("shards") or 0,
+                       shards.num_rows, skipped=True)
+    return lake.write_whole_table("shards", shards)
 
 
 def shard_questions(lake: Lake, settings: ProjectSettings, key: PartitionKey) -> pa.Table:

@@ -1,10 +1,17 @@
-"""The lake on disk: hive-partitioned Parquet, one file per partition, written atomically.
+"""The lake: one Delta table (delta-rs) per lake table, partitioned by dataset and shard.
 
-Layout: ``<root>/lake/<table>/dataset=<d>/shard=<s>/data.parquet`` for partitioned tables and
-``<root>/lake/<table>/data.parquet`` for whole tables. A write goes to a temp file in the same
-directory and is renamed over the old file, so a reader sees the old partition or the new one,
-never a mix, and a crash leaves at most a stray temp file (removed on the next write). A rewrite
-replaces the partition; nothing ever appends.
+Layout: ``<root>/lake/<table>/`` holds a Delta table (its ``_delta_log`` and hive-style Parquet
+files). A partition is replaced by one commit, an overwrite whose predicate names the
+partition, so a reader sees the table version before the write or after it, never a mix, and
+a writer killed mid-write leaves the last version readable (its files are in no commit;
+``vacuum`` deletes them). Writers of different partitions commit concurrently (delta-rs
+retries a commit that lost the race and checks that the partitions do not overlap).
+
+Every commit is a table version, so the labels of an earlier theta stay readable (time
+travel) until old versions are vacuumed. Each commit records the partition it replaced as an
+application transaction (``partition:<dataset>/<shard>``), so a partition written with zero
+rows still counts as written; a write given a ``write_id`` also records ``write:<id>``, and a
+retried write with the same id finds it committed and changes nothing.
 """
 
 from __future__ import annotations
@@ -13,23 +20,51 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import TableNotFoundError
 
 from malt_lake import schemas
 from malt_lake.errors import LakeError
 from malt_lake.names import PartitionKey, check_name
 
-DATA_FILE = "data.parquet"
 TEMP_PREFIX = ".tmp-"
+LEGACY_FILE = "data.parquet"  # the plain-Parquet layout of malt-lake before Delta
+COMMIT_RETRIES = 100          # concurrent writers of other partitions of the same table
+
+
+def partition_columns(table: str) -> list[str]:
+    """Delta partition columns: (dataset, shard), (dataset) for evaluation tables, or none."""
+    if table in schemas.PARTITIONED:
+        return ["dataset", "shard"]
+    if table in schemas.BY_DATASET:
+        return ["dataset"]
+    if table in schemas.UNPARTITIONED:
+        return []
+    raise LakeError(f"unknown lake table {table!r}")
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write committed: the table's location, its new version, the rows written."""
+
+    table: str
+    uri: str
+    version: int
+    rows: int
+    skipped: bool = False  # a retried write whose write_id was committed already
 
 
 class Lake:
-    """Paths and atomic reads/writes under one warehouse root."""
+    """The warehouse's Delta tables: atomic partition writes, reads at any version."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -41,21 +76,8 @@ class Lake:
     def table_dir(self, table: str) -> Path:
         return self._inside(self.tables_dir / check_name(table, "table"))
 
-    def partition_dir(self, table: str, key: PartitionKey) -> Path:
-        return self._inside(
-            self.table_dir(table) / f"dataset={key.dataset}" / f"shard={key.shard}"
-        )
-
-    def partition_file(self, table: str, key: PartitionKey) -> Path:
-        return self.partition_dir(table, key) / DATA_FILE
-
-    def whole_table_file(self, table: str) -> Path:
-        return self.table_dir(table) / DATA_FILE
-
-    def dataset_file(self, table: str, dataset: str) -> Path:
-        """Tables with one file per dataset (evaluation): ``<table>/dataset=<d>/``."""
-        return self._inside(self.table_dir(table) / f"dataset={check_name(dataset, 'dataset')}"
-                            / DATA_FILE)
+    def table_uri(self, table: str) -> str:
+        return str(self.table_dir(table))
 
     def _inside(self, path: Path) -> Path:
         resolved = path.resolve()
@@ -63,77 +85,245 @@ class Lake:
             raise LakeError(f"path {path} escapes the warehouse {self.root}")
         return resolved
 
+    # -- tables ---------------------------------------------------------------------------
+    def create_tables(self) -> None:
+        """Create every lake table that does not exist yet (empty, typed, partitioned), so
+        writers that fan out over partitions only ever append commits to existing tables."""
+        for table in (*schemas.PARTITIONED, *schemas.UNPARTITIONED, *schemas.BY_DATASET):
+            self._table_for_write(table)
+
+    def delta_table(self, table: str, version: int | None = None) -> DeltaTable | None:
+        """The table at its latest version (or ``version``); None before its first write."""
+        uri = self.table_uri(table)
+        self._refuse_legacy(table)
+        try:
+            return DeltaTable(uri, version=version)
+        except TableNotFoundError:
+            return None
+        except Exception as exc:  # delta-rs raises DeltaError for a version it lacks
+            if version is not None and DeltaTable.is_deltatable(uri):
+                latest = DeltaTable(uri).version()
+                raise LakeError(f"{table} has no version {version} (versions 0..{latest}, "
+                                "minus any vacuumed)") from exc
+            raise
+
+    def _table_for_write(self, table: str) -> DeltaTable:
+        existing = self.delta_table(table)
+        if existing is not None:
+            return existing
+        self.table_dir(table).mkdir(parents=True, exist_ok=True)
+        try:
+            return DeltaTable.create(self.table_uri(table), schemas.schema_of(table),
+                                     partition_by=partition_columns(table) or None,
+                                     mode="ignore", name=table)
+        except Exception:  # another writer created it in the same instant
+            created = self.delta_table(table)
+            if created is None:
+                raise
+            return created
+
+    def _refuse_legacy(self, table: str) -> None:
+        directory = self.table_dir(table)
+        if (directory.is_dir() and not (directory / "_delta_log").exists()
+                and next(directory.rglob(LEGACY_FILE), None) is not None):
+            raise LakeError(
+                f"{directory} holds plain Parquet written by an older malt-lake; this version "
+                f"keeps Delta tables. Run `malt-lake migrate` to convert the warehouse "
+                f"{self.root} in place (no model call)")
+
+    def version(self, table: str) -> int | None:
+        dt = self.delta_table(table)
+        return None if dt is None else dt.version()
+
     # -- writes ---------------------------------------------------------------------------
-    def write_partition(self, table: str, key: PartitionKey, data: pa.Table) -> Path:
-        """Replace one partition of ``table`` with ``data`` (conformed to the table contract)."""
+    def write_partition(self, table: str, key: PartitionKey, data: pa.Table, *,
+                        write_id: str | None = None,
+                        info: dict[str, str] | None = None) -> Written:
+        """Replace one partition of ``table`` with ``data`` (conformed to the table contract)
+        in one commit. ``info`` goes into the commit (e.g. theta), shown by ``history``."""
         data = schemas.conform(data, schemas.schema_of(table))
         bad = _rows_outside(data, key)
         if bad:
             raise LakeError(f"{bad} row(s) do not belong to partition {key} of {table}")
-        return _atomic_write(data, self.partition_file(table, key))
+        return self._commit(table, data, {"dataset": key.dataset, "shard": key.shard},
+                            write_id, info)
 
     def write_partition_with(self, table: str, key: PartitionKey,
-                             write: Callable[[Path], None]) -> Path:
-        """Replace one partition with a file that ``write(temp_path)`` produces (e.g. DuckDB
-        writing Parquet itself, in bounded memory). Same guarantees as ``write_partition``:
-        the file's schema must be the table contract, then temp file + rename."""
+                             write: Callable[[Path], None], *, write_id: str | None = None,
+                             info: dict[str, str] | None = None) -> Written:
+        """Replace one partition with the Parquet file ``write(temp_path)`` produces (DuckDB
+        writing it itself, in bounded memory); the file's schema must be the table contract.
+        The file is streamed into the commit batch by batch."""
         schema = schemas.schema_of(table)
-
-        def check(temp: Path) -> None:
-            written = pq.read_schema(temp)
+        temp_dir = self.root / "tmp"
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(temp_dir)
+        temp = temp_dir / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        try:
+            write(temp)
+            source = pq.ParquetFile(temp)
+            written = source.schema_arrow
             if [(f.name, f.type) for f in written] != [(f.name, f.type) for f in schema]:
                 raise LakeError(f"{table} file does not match its contract:\n{written}\n"
                                 f"expected:\n{schema}")
+            outside = pads.dataset(temp).count_rows(
+                filter=(pads.field("dataset") != key.dataset) | (pads.field("shard") != key.shard))
+            if outside:
+                raise LakeError(f"{outside} row(s) do not belong to partition {key} of {table}")
+            reader = pa.RecordBatchReader.from_batches(schema, source.iter_batches())
+            return self._commit(table, reader, {"dataset": key.dataset, "shard": key.shard},
+                                write_id, info, rows=source.metadata.num_rows)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
 
-        return _atomic_file(self.partition_file(table, key), write, check)
-
-    def write_whole_table(self, table: str, data: pa.Table) -> Path:
+    def write_whole_table(self, table: str, data: pa.Table, *,
+                          write_id: str | None = None) -> Written:
         data = schemas.conform(data, schemas.schema_of(table))
-        return _atomic_write(data, self.whole_table_file(table))
+        return self._commit(table, data, {}, write_id, None)
 
-    def write_dataset_table(self, table: str, dataset: str, data: pa.Table) -> Path:
-        """Replace one dataset's file of a per-dataset table."""
+    def write_dataset_table(self, table: str, dataset: str, data: pa.Table, *,
+                            write_id: str | None = None) -> Written:
+        """Replace one dataset's rows of a per-dataset table."""
         data = schemas.conform(data, schemas.schema_of(table))
         others = set(data.column("dataset").to_pylist()) - {dataset}
         if others:
             raise LakeError(f"rows of datasets {sorted(others)} in {table} for {dataset!r}")
-        return _atomic_write(data, self.dataset_file(table, dataset))
+        return self._commit(table, data, {"dataset": check_name(dataset, "dataset")},
+                            write_id, None)
+
+    def _commit(self, table: str, data: pa.Table | pa.RecordBatchReader,
+                partition: dict[str, str], write_id: str | None,
+                info: dict[str, str] | None, rows: int | None = None) -> Written:
+        self._table_for_write(table)
+        uri = self.table_uri(table)
+        if rows is None:
+            rows = data.num_rows
+        if write_id is not None and (done := self.committed_write(table, write_id)) is not None:
+            return done
+        transactions = [Transaction(app_id=_partition_app_id(partition),
+                                    version=time.time_ns() // 1000)]
+        if write_id is not None:
+            transactions.append(Transaction(app_id=f"write:{write_id}", version=1))
+        token = uuid.uuid4().hex
+        metadata = {"malt.partition": _partition_app_id(partition).removeprefix("partition:"),
+                    "malt.rows": rows, "malt.commit": token, **(info or {})}
+        if write_id is not None:
+            metadata["malt.write"] = write_id
+        write_deltalake(
+            uri, data, mode="overwrite",
+            predicate=_predicate(partition),
+            partition_by=partition_columns(table) or None,
+            commit_properties=CommitProperties(custom_metadata=metadata,
+                                               max_commit_retries=COMMIT_RETRIES,
+                                               app_transactions=transactions))
+        return Written(table, uri, _committed_version(uri, token), rows)
+
+    def committed_write(self, table: str, write_id: str) -> Written | None:
+        """The commit of the write ``write_id``, if it happened (a retry's question)."""
+        dt = self.delta_table(table)
+        if dt is None or dt.transaction_version(f"write:{write_id}") is None:
+            return None
+        for commit in dt.history():
+            if commit.get("malt.write") == write_id:
+                return Written(table, self.table_uri(table), int(commit["version"]),
+                               int(commit.get("malt.rows", 0)), skipped=True)
+        return Written(table, self.table_uri(table), dt.version(), 0, skipped=True)
 
     # -- reads ----------------------------------------------------------------------------
-    def read_partition(self, table: str, key: PartitionKey) -> pa.Table | None:
-        file = self.partition_file(table, key)
-        return pq.read_table(file) if file.exists() else None
+    def has_partition(self, table: str, key: PartitionKey) -> bool:
+        """Whether the partition was ever written (even with zero rows)."""
+        dt = self.delta_table(table)
+        return dt is not None and dt.transaction_version(
+            _partition_app_id({"dataset": key.dataset, "shard": key.shard})) is not None
 
-    def read_required(self, table: str, key: PartitionKey) -> pa.Table:
+    def read_partition(self, table: str, key: PartitionKey,
+                       columns: list[str] | None = None) -> pa.Table | None:
+        if not self.has_partition(table, key):
+            return None
+        dataset = self.delta_table(table).to_pyarrow_dataset(
+            partitions=[("dataset", "=", key.dataset), ("shard", "=", key.shard)])
+        return _conform_read(dataset.to_table(columns=columns), table, columns)
+
+    def read_required(self, table: str, key: PartitionKey,
+                      columns: list[str] | None = None) -> pa.Table:
         """The partition, or an error telling the user which asset to materialize first."""
-        data = self.read_partition(table, key)
+        data = self.read_partition(table, key, columns)
         if data is None:
             raise LakeError(f"no {table} for partition {key}; materialize `{table}` for it first")
         return data
 
     def read_whole_table(self, table: str) -> pa.Table | None:
-        file = self.whole_table_file(table)
-        return pq.read_table(file) if file.exists() else None
+        dt = self.delta_table(table)
+        if dt is None or dt.transaction_version(_partition_app_id({})) is None:
+            return None
+        return _conform_read(dt.to_pyarrow_dataset().to_table(), table, None)
+
+    def dataset(self, table: str, version: int | None = None) -> pads.Dataset | None:
+        """The table (at ``version``) as an Arrow dataset: what DuckDB scans, pushing partition
+        and column filters into it. None before the table's first write."""
+        dt = self.delta_table(table, version)
+        return None if dt is None else dt.to_pyarrow_dataset()
 
     def has_data(self, table: str) -> bool:
-        return any(self.data_files(table))
-
-    def data_files(self, table: str) -> Iterator[Path]:
-        directory = self.table_dir(table)
-        if not directory.exists():
-            return iter(())
-        return directory.rglob(DATA_FILE)
+        dt = self.delta_table(table)
+        return dt is not None and bool(dt.partitions() if partition_columns(table)
+                                       else dt.file_uris())
 
     def partitions(self, table: str) -> list[PartitionKey]:
-        keys = []
-        for file in self.data_files(table):
-            shard, dataset = file.parent.name, file.parent.parent.name
-            if dataset.startswith("dataset=") and shard.startswith("shard="):
-                keys.append(
-                    PartitionKey.from_columns(dataset.removeprefix("dataset="),
-                                              shard.removeprefix("shard="))
-                )
-        return sorted(keys)
+        """The (dataset, shard) partitions that hold rows."""
+        dt = self.delta_table(table)
+        if dt is None or table not in schemas.PARTITIONED:
+            return []
+        return sorted(PartitionKey.from_columns(p["dataset"], p["shard"])
+                      for p in dt.partitions())
+
+    def vacuum(self, retain_hours: int, *, dry_run: bool) -> dict[str, list[str]]:
+        """Delete the files no version newer than ``retain_hours`` reads (replaced partitions,
+        files of killed writers); earlier versions stop being readable. Per table, the files
+        deleted (or that would be, with ``dry_run``)."""
+        out = {}
+        for table in (*schemas.PARTITIONED, *schemas.UNPARTITIONED, *schemas.BY_DATASET):
+            dt = self.delta_table(table)
+            if dt is not None:
+                out[table] = dt.vacuum(retention_hours=retain_hours, dry_run=dry_run,
+                                       enforce_retention_duration=False)
+        return out
+
+    def history(self, table: str) -> list[dict]:
+        """The table's commits, newest first (delta-rs' ``history``)."""
+        dt = self.delta_table(table)
+        return [] if dt is None else dt.history()
+
+
+def _partition_app_id(partition: dict[str, str]) -> str:
+    if not partition:
+        return "partition:*"
+    return "partition:" + "/".join(partition[c] for c in ("dataset", "shard") if c in partition)
+
+
+def _predicate(partition: dict[str, str]) -> str | None:
+    """The overwrite predicate of one partition (values are checked names; quotes doubled)."""
+    if not partition:
+        return None
+    return " AND ".join(f"{column} = '{value.replace(chr(39), chr(39) * 2)}'"
+                        for column, value in partition.items())
+
+
+def _committed_version(uri: str, token: str) -> int:
+    """The version our commit got (writers of other partitions may have committed since)."""
+    dt = DeltaTable(uri)
+    for commit in dt.history(limit=COMMIT_RETRIES + 1):
+        if commit.get("malt.commit") == token:
+            return int(commit["version"])
+    raise LakeError(f"commit {token} not found in the newest versions of {uri}")
+
+
+def _conform_read(data: pa.Table, table: str, columns: list[str] | None) -> pa.Table:
+    schema = schemas.schema_of(table)
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    return data.select(schema.names).cast(schema)
 
 
 def _rows_outside(data: pa.Table, key: PartitionKey) -> int:
@@ -146,24 +336,18 @@ def _rows_outside(data: pa.Table, key: PartitionKey) -> int:
 
 
 def atomic_write(data: pa.Table, target: Path) -> Path:
-    """Write ``data`` to ``target`` via temp file + rename (for files outside table layout)."""
-    return _atomic_write(data, target)
-
-
-def _atomic_write(data: pa.Table, target: Path) -> Path:
+    """Write ``data`` to ``target`` via temp file + rename (for files outside the tables:
+    expansion checkpoints)."""
     return _atomic_file(target, lambda temp: pq.write_table(data, temp, compression="zstd"))
 
 
-def _atomic_file(target: Path, write: Callable[[Path], None],
-                 check: Callable[[Path], None] | None = None) -> Path:
-    """``write(temp)`` in the target's directory, ``check(temp)``, fsync, rename over target."""
+def _atomic_file(target: Path, write: Callable[[Path], None]) -> Path:
+    """``write(temp)`` in the target's directory, fsync, rename over target."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target.parent)
     temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet.partial"
     try:
         write(temp)
-        if check is not None:
-            check(temp)
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -21,10 +21,15 @@ READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
 def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
-            tables: Collection[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with a view per lake table (typed empty views for tables not yet
-    written). ``sandboxed`` locks file access to the warehouse for user-supplied SQL;
-    ``derived`` adds the views over views (nodes, analytics); ``tables`` limits the views to
+            tables: Collection[str] | None = None,
+            as_of: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per lake table: each Delta table's Arrow dataset, so
+    DuckDB pushes partition and column filters into the scan with no extension to download
+    (typed empty views for tables not yet written). ``as_of`` adds ``<table>_v<version>``
+    beside ``<table>`` for each table=version (time travel); ``lake_versions`` lists every
+    table's commits (for user SQL). ``sandboxed`` locks file access to the warehouse for
+    user-supplied SQL; ``derived`` adds the views over views (nodes, analytics); ``tables``
+    limits the views to
     those tables (registering an empty Arrow table imports pandas, ~0.3 s in a fresh
     process, which a statement that reads three written tables need not pay)."""
     if tables is not None and derived:
@@ -34,15 +39,21 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     # bounded memory on a shared box: DuckDB spills to disk past this
     con.execute("set memory_limit = $limit",
                 {"limit": environment().duckdb_memory_limit})
-    con.execute("set variable lake_root = $root", {"root": str(lake.tables_dir)})
-    every = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
-    for table, schema in every.items():
+    for table, schema in ALL_TABLES.items():
         if tables is not None and table not in tables:
             continue
-        if lake.has_data(table):
-            con.execute(read_sql(f"views/{table}"))
-        else:
-            con.register(table, schema.empty_table())
+        dataset = lake.dataset(table)
+        con.register(table, dataset if dataset is not None else schema.empty_table())
+    for table, version in (as_of or {}).items():
+        if table not in ALL_TABLES:
+            raise QueryRefused(f"--as-of names {table!r}, not a lake table "
+                               f"({', '.join(sorted(ALL_TABLES))})")
+        dataset = lake.dataset(table, version)
+        if dataset is None:
+            raise QueryRefused(f"{table} has not been written yet, so it has no versions")
+        con.register(f"{table}_v{version}", dataset)
+    if sandboxed:  # reading every table's log is for a user's query, not our statements
+        con.register("lake_versions", lake_versions(lake))
     for name in (DERIVED_VIEWS + ANALYTICS_VIEWS) if derived else []:
         con.execute(read_sql(name))
     if sandboxed:
@@ -50,6 +61,29 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
     return con
+
+
+ALL_TABLES = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
+VERSIONS = pa.schema([("table_name", pa.string()), ("version", pa.int64()),
+                      ("committed_at", pa.timestamp("ms", tz="UTC")),
+                      ("operation", pa.string()), ("partition", pa.string()),
+                      ("rows", pa.int64()), ("theta", pa.float64())])
+
+
+def lake_versions(lake: Lake) -> pa.Table:
+    """One row per commit of every table: which partition it replaced, with how many rows,
+    and (credit, role datasets) at which theta: what ``--as-of`` needs to pick a version."""
+    rows = []
+    for table in ALL_TABLES:
+        for commit in lake.history(table):
+            theta = commit.get("malt.theta")
+            rows.append({"table_name": table, "version": commit["version"],
+                         "committed_at": commit["timestamp"],
+                         "operation": commit["operation"],
+                         "partition": commit.get("malt.partition"),
+                         "rows": commit.get("malt.rows"),
+                         "theta": None if theta is None else float(theta)})
+    return pa.Table.from_pylist(rows, schema=VERSIONS)
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -80,9 +114,10 @@ def fetch(lake: Lake, name: str, params: dict, *, derived: bool = False) -> pa.T
         con.close()
 
 
-def run_read_only(lake: Lake, sql: str) -> pa.Table:
-    """Run user SQL against the lake views, read-only and confined to the warehouse."""
-    con = connect(lake, sandboxed=True)
+def run_read_only(lake: Lake, sql: str, as_of: Mapping[str, int] | None = None) -> pa.Table:
+    """Run user SQL against the lake views, read-only and confined to the warehouse;
+    ``as_of`` adds earlier table versions as ``<table>_v<version>``."""
+    con = connect(lake, sandboxed=True, as_of=as_of)
     try:
         check_read_only(con, sql)
         try:
@@ -97,6 +132,9 @@ def run_read_only(lake: Lake, sql: str) -> pa.Table:
             hint = _candidates(exc)
             if isinstance(exc, duckdb.BinderException | duckdb.CatalogException):
                 hint += '; `malt-lake sql "show tables"` lists the views'
+            if as_of and "not found" in str(exc):
+                hint += ("; an --as-of version whose files were vacuumed cannot be read "
+                         "(`select * from lake_versions` lists the versions)")
             raise QueryFailed(f"{first_line(exc)}{hint}") from exc
     finally:
         con.close()

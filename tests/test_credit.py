@@ -6,8 +6,8 @@ import random
 from pathlib import Path
 
 import datasets
+import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from malt_lake import schemas
@@ -19,6 +19,7 @@ from malt_lake.credit import (
     validate_theta,
 )
 from malt_lake.errors import ConfigError, LakeError
+from malt_lake.export import export_table
 from malt_lake.names import PartitionKey
 from malt_lake.query import connect, run_read_only
 from tests.trees import WORKED, write_trees
@@ -96,13 +97,20 @@ def write_roles(lake) -> None:
 def test_role_datasets_load_with_hf_datasets_in_trl_format(worked, tmp_path):
     write_credit(worked, 0.5)
     write_roles(worked)
-    sft = datasets.load_dataset("parquet", split="train", data_files=str(
-        worked.partition_file("sft_refiner", KEY)), cache_dir=str(tmp_path / "hf"))
+    write_roles(worked)  # a second version: a glob over the table's files would read both
+    sft_file, _ = export_table(worked, "sft_refiner", tmp_path / "sft_refiner.jsonl")
+    sft = datasets.load_dataset("json", split="train", data_files=str(sft_file),
+                                cache_dir=str(tmp_path / "hf"))
     assert len(sft) == 10 and {"prompt", "completion"} <= set(sft.column_names)
     assert sft[0]["completion"][0]["role"] == "assistant"
-    dpo = datasets.load_dataset("parquet", split="train", data_files=str(
-        worked.partition_file("dpo_verifier", KEY)), cache_dir=str(tmp_path / "hf"))
+    dpo_file, _ = export_table(worked, "dpo_verifier", tmp_path / "dpo_verifier.parquet")
+    dpo = datasets.load_dataset("parquet", split="train", data_files=str(dpo_file),
+                                cache_dir=str(tmp_path / "hf"))
     assert len(dpo) == 4 and {"prompt", "chosen", "rejected"} <= set(dpo.column_names)
+    # polars reads the Delta table itself, at its latest version or an earlier one
+    assert pl.scan_delta(worked.table_uri("sft_refiner")).select(pl.len()).collect().item() == 10
+    assert pl.read_delta(worked.table_uri("sft_refiner"), version=1).height == 10
+    assert len(list(worked.table_dir("sft_refiner").rglob("*.parquet"))) == 2  # both versions
 
 
 def test_contract_checks_pass_on_a_good_tree_and_catch_breakage(worked):
@@ -160,20 +168,11 @@ def test_a_generation_without_critiques_is_a_node_without_value(lake):
     assert v[f"{Q}/g2/v0"] == (None, None, 0) and v[f"{Q}/g2/v1"] == (None, None, 0)
 
 
-def test_leaf_rewards_from_before_r_idx_are_named_not_read_as_nulls(worked):
-    path = worked.partition_file("leaf_rewards", KEY)
-    pq.write_table(pq.read_table(path).drop_columns(["r_idx"]), path)
-    with pytest.raises(LakeError, match="rematerialize `leaf_rewards`"):
-        compute_credit(worked, KEY, 0.5)
-
-
-
 def test_leaf_rewards_with_a_null_r_idx_are_named(worked):
-    path = worked.partition_file("leaf_rewards", KEY)
-    table = pq.read_table(path)
+    table = worked.read_required("leaf_rewards", KEY)
     index = table.schema.get_field_index("r_idx")
     nulls = pa.array([None, *table.column("r_idx").to_pylist()[1:]], pa.int64())
-    pq.write_table(table.set_column(index, "r_idx", nulls), path)
+    worked.write_partition("leaf_rewards", KEY, table.set_column(index, "r_idx", nulls))
     with pytest.raises(LakeError, match="1 row\\(s\\) without r_idx"):
         compute_credit(worked, KEY, 0.5)
 

@@ -7,7 +7,7 @@ import pytest
 from malt_lake.backends.base import Completion
 from malt_lake.backends.fake import FakeBackend
 from malt_lake.errors import LakeError
-from malt_lake.expand import RoleSettings, expand
+from malt_lake.expand import Expansion, RoleSettings, expand
 from malt_lake.ingest import build_catalog, shard_questions, write_catalog
 from malt_lake.names import PartitionKey
 from malt_lake.settings import ArithmeticSource, DatasetSpec, ProjectSettings
@@ -98,7 +98,7 @@ def test_resume_uses_checkpoints_and_changed_settings_discard_them(lake):
     settings = RoleSettings(n=2, batch_prompts=2)
     with pytest.raises(RuntimeError):
         expand(lake, KEY, "generator", CrashAfter(2), settings, show_progress=False)
-    assert not lake.partition_file("generations", KEY).exists()  # nothing half-written
+    assert not lake.has_partition("generations", KEY)  # nothing half-written
     counting = FakeBackend()
     resumed = expand(lake, KEY, "generator", counting, settings, show_progress=False)
     assert counting.calls == 1  # only the one remaining batch of 2 questions
@@ -142,3 +142,21 @@ def test_equal_parents_still_get_independent_children_on_a_seed_per_request_back
     seeds = {r["g_id"]: r["request_seed"] for r in crits}
     assert len(set(seeds.values())) == gens.num_rows  # one stream per parent
     assert {r["seed"] for r in crits} == {0}  # the run's seed is kept beside it
+
+
+class Tripwire(FakeBackend):
+    def generate(self, requests, params):
+        raise AssertionError("generated again")
+
+
+def test_a_retried_step_whose_write_committed_does_not_generate_again(lake):
+    ingest_tiny(lake, 2)
+    settings = RoleSettings(n=2)
+    first = Expansion(lake, KEY, "generator", FakeBackend(), settings, show_progress=False,
+                      write_id="run-1/generations")
+    table = first.run()
+    retried = Expansion(lake, KEY, "generator", Tripwire(), settings, show_progress=False,
+                        write_id="run-1/generations")
+    assert retried.run().equals(table)
+    assert retried.written.skipped and retried.written.version == first.written.version
+    assert retried.written.rows == table.num_rows == 4

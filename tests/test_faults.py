@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
+from malt_lake.lake import Lake
+from malt_lake.names import PartitionKey
 
 CLI = str(Path(sys.executable).parent / "malt-lake")
 KEY = "arith.train.0000"
@@ -41,8 +42,8 @@ def test_kill_9_mid_generation_then_rerun_equals_uninterrupted_run(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # mid-way through the verifier's batches
     proc.wait()
     assert list(checkpoints.rglob("batch-*.parquet")), "the run never reached a checkpoint"
-    critiques_file = killed_root / "lake/critiques/dataset=arith/shard=train.0000/data.parquet"
-    assert not critiques_file.exists()  # no half-written partition is visible
+    key = PartitionKey.parse("arith.train.0000")
+    assert not Lake(killed_root).has_partition("critiques", key)  # nothing half-written
 
     rerun = run_cli(env_for(killed_root, 0), *args)
     assert rerun.returncode == 0, rerun.stderr
@@ -50,8 +51,8 @@ def test_kill_9_mid_generation_then_rerun_equals_uninterrupted_run(tmp_path):
     assert clean.returncode == 0, clean.stderr
     for table, id_column in [("generations", "g_id"), ("critiques", "v_id"),
                              ("refinements", "r_id")]:
-        part = f"lake/{table}/dataset=arith/shard=train.0000/data.parquet"
-        resumed, fresh = pq.read_table(killed_root / part), pq.read_table(clean_root / part)
+        resumed = Lake(killed_root).read_required(table, key)
+        fresh = Lake(clean_root).read_required(table, key)
         ids = resumed.column(id_column).to_pylist()
         assert len(ids) == len(set(ids)) == fresh.num_rows
         assert resumed.equals(fresh), table

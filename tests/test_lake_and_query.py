@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
+import time
 
 import pyarrow as pa
 import pytest
@@ -32,7 +34,37 @@ def test_rewrite_replaces_partition_never_appends(lake):
     result = run_read_only(lake, "select count(*) n, count(distinct question_id) u, "
                                  "min(question) q from questions")
     assert result.to_pylist() == [{"n": 5, "u": 5, "q": "q0v2"}]
-    assert [p.name for p in lake.partition_dir("questions", KEY).iterdir()] == ["data.parquet"]
+    # each write is one Delta version (0 is the empty table); the first stays readable
+    assert lake.version("questions") == 2
+    earlier = run_read_only(lake, "select count(*) n, min(question) q from questions_v1",
+                            as_of={"questions": 1})
+    assert earlier.to_pylist() == [{"n": 5, "q": "q0"}]
+    with pytest.raises(LakeError, match="questions has no version 7"):
+        run_read_only(lake, "select 1", as_of={"questions": 7})
+    with pytest.raises(QueryRefused, match="not a lake table"):
+        run_read_only(lake, "select 1", as_of={"nope": 1})
+
+
+def test_an_empty_partition_is_written_and_other_partitions_are_kept(lake):
+    other = PartitionKey("arith", "train", 1)
+    lake.write_partition("questions", KEY, question_rows(KEY, 3))
+    lake.write_partition("questions", other, question_rows(other, 2))
+    lake.write_partition("questions", KEY, question_rows(KEY, 0))
+    assert lake.has_partition("questions", KEY)  # written, with no rows
+    assert lake.read_partition("questions", KEY).num_rows == 0
+    assert lake.read_partition("questions", other).num_rows == 2
+    assert not lake.has_partition("questions", PartitionKey("arith", "train", 2))
+    assert lake.read_partition("questions", PartitionKey("arith", "train", 2)) is None
+    assert lake.partitions("questions") == [other]  # the partitions that hold rows
+
+
+def test_a_retried_write_with_the_same_id_commits_once(lake):
+    first = lake.write_partition("questions", KEY, question_rows(KEY, 3), write_id="run-1")
+    again = lake.write_partition("questions", KEY, question_rows(KEY, 3), write_id="run-1")
+    assert (first.skipped, again.skipped) == (False, True)
+    assert again.version == first.version == lake.version("questions")
+    assert lake.write_partition("questions", KEY, question_rows(KEY, 3),
+                                write_id="run-2").version == first.version + 1
 
 
 def test_partition_keys_and_names_cannot_escape_the_warehouse(lake):
@@ -52,33 +84,41 @@ def test_rows_of_another_partition_are_refused(lake):
     assert not lake.has_data("questions")
 
 
-def _die_mid_write(root: str) -> None:
-    """Write a partition from a child process that is killed before its rename."""
-    import malt_lake.lake as lake_module
-
-    real_replace = os.replace
-
-    def killed_before_rename(src, dst):
-        os.kill(os.getpid(), 9)
-        real_replace(src, dst)
-
-    lake_module.os.replace = killed_before_rename
-    Lake(root).write_partition("questions", KEY, question_rows(KEY, 3, tag="new"))
+BIG = 300_000  # rows per write: long enough that the kill lands inside one
 
 
-def test_kill_during_write_leaves_old_partition_visible(lake):
+def _rewrite_forever(root: str) -> None:
+    """Replace the partition again and again (tag = the write's number) until killed."""
+    lake = Lake(root)
+    for i in range(1_000_000):
+        lake.write_partition("questions", KEY, question_rows(KEY, BIG, tag=f"w{i}"))
+
+
+def test_kill_9_during_writes_leaves_a_whole_version_readable(lake):
     lake.write_partition("questions", KEY, question_rows(KEY, 4, tag="old"))
-    child = multiprocessing.get_context("spawn").Process(target=_die_mid_write,
+    child = multiprocessing.get_context("spawn").Process(target=_rewrite_forever,
                                                          args=(str(lake.root),))
     child.start()
+    deadline = time.monotonic() + 120
+    while lake.version("questions") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.13)  # somewhere inside a later write: files written, commit pending
+    os.kill(child.pid, signal.SIGKILL)
     child.join(60)
     assert child.exitcode == -9
-    leftovers = [p.name for p in lake.partition_dir("questions", KEY).iterdir()]
-    assert any(name.startswith(".tmp-") for name in leftovers)  # the dead writer's temp file
-    result = run_read_only(lake, "select count(*) n, min(question) q from questions")
-    assert result.to_pylist() == [{"n": 4, "q": "q0old"}]
-    lake.write_partition("questions", KEY, question_rows(KEY, 2))  # next write cleans up
-    assert [p.name for p in lake.partition_dir("questions", KEY).iterdir()] == ["data.parquet"]
+    # every version reads as one whole write: its row count and a single tag
+    for version in range(1, lake.version("questions") + 1):
+        rows = run_read_only(lake, f"select count(*) n, count(distinct regexp_extract("
+                                   f"question, 'w\\d+$')) tags from questions_v{version}",
+                             as_of={"questions": version}).to_pylist()
+        assert rows == [{"n": 4 if version == 1 else BIG, "tags": 1}]
+    # the killed writer's files are in no version: vacuum finds them and nothing else reads them
+    lake.write_partition("questions", KEY, question_rows(KEY, 2))
+    assert lake.read_partition("questions", KEY).num_rows == 2
+    orphans = lake.vacuum(0, dry_run=True)["questions"]
+    assert orphans  # replaced versions' files, plus any file of the killed write
+    lake.vacuum(0, dry_run=False)
+    assert lake.read_partition("questions", KEY).num_rows == 2
 
 
 def test_second_writer_of_a_partition_fails_clearly(lake):
@@ -140,13 +180,13 @@ def test_read_only_surface_refuses_writes_and_outside_files(lake, statement, nee
     ("select * from questionz", "Table with name questionz does not exist!"),
     ("select 1 / 0 > 'x'::int", "Could not convert string 'x'"),
     ("select count(*) from questions group by nothing_here", "nothing_here"),
-    ("select * from read_parquet(getvariable('lake_root') || '/nope/*.parquet')",
+    ("select * from read_parquet('{root}/lake/nope/*.parquet')",
      "No files found that match the pattern"),
 ])
 def test_a_users_sql_mistake_is_one_line_naming_what_exists(lake, statement, needle):
     lake.write_partition("questions", KEY, question_rows(KEY, 3))
     with pytest.raises(QueryFailed, match=re.escape(needle)) as caught:
-        run_read_only(lake, statement)
+        run_read_only(lake, statement.replace("{root}", str(lake.root)))
     assert "\n" not in str(caught.value)
 
 
@@ -155,3 +195,20 @@ def test_read_only_surface_answers_selects_describe_summarize(lake):
     assert run_read_only(lake, "select count(*) as n from questions").to_pylist() == [{"n": 3}]
     assert run_read_only(lake, "describe questions").num_rows == len(QUESTIONS)
     assert run_read_only(lake, "summarize questions").num_rows == len(QUESTIONS)
+
+
+def test_duckdb_pushes_partition_and_column_filters_into_the_delta_scan(lake):
+    for index in range(3):
+        key = PartitionKey("arith", "train", index)
+        lake.write_partition("questions", key, question_rows(key, 4))
+    plan = run_read_only(lake, "explain select question from questions "
+                               "where shard = 'train.0001' and row_index > 1")
+    text = "\n".join(str(value) for row in plan.to_pylist() for value in row.values())
+    compact = text.replace(" ", "").replace('"', "")
+    assert "PYTHON_ARROW_SCAN" in compact  # the Delta table's Arrow dataset, no extension
+    filters = compact.split("Filters:")[1].split("Projections:")[0]
+    assert "shard='train.0001'" in filters and "row_index>1" in filters  # pushed into the scan
+    assert compact.split("Projections:")[1].split("│")[0] == "question"  # one column read
+    rows = run_read_only(lake, "select count(*) n from questions where shard = 'train.0001' "
+                               "and row_index > 1").to_pylist()
+    assert rows == [{"n": 2}]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-import pyarrow.parquet as pq
 import pytest
 
 from assets.definitions import ALL_ASSETS
@@ -38,7 +37,7 @@ def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_pat
         select (select count(*) from generations) g, (select count(*) from critiques) v,
                (select count(*) from refinements) r, (select count(*) from credit) c""")
     assert counts.to_pylist() == [{"g": 2 * 2, "v": 2 * 4, "r": 2 * 8, "c": 4 + 8 + 16}]
-    refs = pq.read_table(lake.partition_file("refinements", PartitionKey.parse(KEY))).to_pylist()
+    refs = lake.read_required("refinements", PartitionKey.parse(KEY)).to_pylist()
     assert all(r["model"].startswith("HuggingFaceTB/SmolLM2-135M-Instruct") for r in refs)
     assert all(r["text"] and r["n_tokens"] > 0 and r["error"] is None for r in refs)
     assert {r["max_tokens"] for r in refs} == {24} and {r["n_samples"] for r in refs} == {2}

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.parquet as pq
 import pytest
 
 from assets.definitions import ALL_ASSETS
+from malt_lake.lake import Lake
+from malt_lake.names import PartitionKey
 from malt_lake.query import run_read_only
 from malt_lake.training.store import AdapterStore
 from tests.resources import asset_resources
@@ -97,7 +98,7 @@ def test_two_runs_of_one_partition_at_once_one_fails_clearly_and_the_lake_is_sou
     assert "Traceback" not in second.stderr
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    table = pq.read_table(root / "lake/generations/dataset=arith/shard=train.0000/data.parquet")
+    table = Lake(root).read_required("generations", PartitionKey.parse("arith.train.0000"))
     ids = table.column("g_id").to_pylist()
     assert len(ids) == len(set(ids)) == 16 * 3
 

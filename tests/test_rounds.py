@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import duckdb
-
+from malt_lake.lake import Lake
+from malt_lake.query import run_read_only
 from malt_lake.training.store import AdapterStore
 from tests.test_reliability import env_for, run_cli
 
@@ -12,10 +12,9 @@ ROLES = ("generator", "verifier", "refiner")
 EXPANSION = {"generator": "generations", "verifier": "critiques", "refiner": "refinements"}
 
 
-def _adapters_used(lake_dir, table: str) -> set[str | None]:
-    files = str(lake_dir / table / "**" / "*.parquet")
-    return {r[0] for r in duckdb.sql("select distinct adapter from read_parquet($f)",
-                                     params={"f": files}).fetchall()}
+def _adapters_used(root, table: str) -> set[str | None]:
+    return set(run_read_only(Lake(root), f"select distinct adapter from {table}"
+                             ).column("adapter").to_pylist())
 
 
 def test_two_rounds_each_expand_with_the_previous_rounds_adapters(tmp_path):
@@ -43,10 +42,9 @@ def test_two_rounds_each_expand_with_the_previous_rounds_adapters(tmp_path):
     round_two_uses = {"generator": None, "verifier": first["verifier"],
                       "refiner": first["refiner"]}
     for role, table in EXPANSION.items():
-        assert _adapters_used(root / "lake", table) == {None}, table
-        assert _adapters_used(round_two / "lake", table) == {round_two_uses[role]}, table
-    for lake_dir in (root / "lake", round_two / "lake"):
-        systems = duckdb.sql("select count(distinct system) from read_parquet($f)",
-                             params={"f": str(lake_dir / "eval_predictions" / "**" /
-                                              "*.parquet")}).fetchall()[0][0]
-        assert systems == 6
+        assert _adapters_used(root, table) == {None}, table
+        assert _adapters_used(round_two, table) == {round_two_uses[role]}, table
+    for warehouse in (root, round_two):
+        systems = run_read_only(Lake(warehouse), "select count(distinct system) n "
+                                                 "from eval_predictions").to_pylist()
+        assert systems == [{"n": 6}]

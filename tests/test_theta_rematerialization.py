@@ -31,10 +31,10 @@ class TripwireBackend(BackendResource):
         raise AssertionError("a backend was built during a theta rematerialization")
 
 
-def mtimes(root) -> dict:
-    return {p: p.stat().st_mtime_ns for t in ("generations", "critiques", "refinements",
-                                              "leaf_rewards")
-            for p in (root / "lake" / t).rglob("data.parquet")}
+def versions(lake: Lake) -> dict[str, int | None]:
+    """The Delta version of each expensive table: a rewrite would add one."""
+    return {t: lake.version(t) for t in ("generations", "critiques", "refinements",
+                                         "leaf_rewards")}
 
 
 def recomputed_values(lake: Lake) -> dict[str, dict[str, float]]:
@@ -89,7 +89,8 @@ def test_theta_change_touches_only_cheap_assets(lake, instance):
                                  "order by all").to_pylist()
     first_positives = positives(lake)  # at the default theta, 0.5
     sizes_before = run_read_only(lake, "select * from pairs_per_role").to_pylist()
-    untouched = mtimes(lake.root)
+    untouched = versions(lake)
+    first_credit_version = lake.version("credit")
     values = recomputed_values(lake)
     stored = stored_values(lake)
     for role in ROLES:  # same nodes, same values as the credit SQL wrote
@@ -113,13 +114,29 @@ def test_theta_change_touches_only_cheap_assets(lake, instance):
         assert {r["t"] for r in after} == {r["t_max"] for r in after} == {theta}
         by_theta[theta] = positives(lake)
         assert by_theta[theta] == expected_positives(values, theta), theta
-    assert mtimes(lake.root) == untouched  # expensive tables never rewritten
+    assert versions(lake) == untouched  # expensive tables never rewritten
     low, high = by_theta[0.2], by_theta[0.5]
     assert all(low[role] >= high[role] for role in ROLES)
     assert {role for role in ROLES if low[role] > high[role]} == movable
     # theta 0.5 again reproduces the first labels and role datasets exactly
     assert high == first_positives
     assert run_read_only(lake, "select * from pairs_per_role").to_pylist() == sizes_before
+    # time travel: each theta is a credit version, listed with its theta, readable beside
+    # the current labels
+    listed = run_read_only(lake, "select version, theta from lake_versions where table_name = "
+                                 "'credit' and operation = 'WRITE' order by version").to_pylist()
+    assert [r["theta"] for r in listed] == [0.5, *THETAS]
+    assert listed[0]["version"] == first_credit_version
+    at_low = listed[1]["version"]  # the theta 0.2 materialization
+    compared = run_read_only(lake, f"""
+        select c.role, sum(old.label::int)::bigint old_pos, sum(c.label::int)::bigint pos,
+               count(*) filter (where old.label and not c.label) flipped
+        from credit c join credit_v{at_low} old using (node_id)
+        group by all order by all""", as_of={"credit": at_low}).to_pylist()
+    assert {r["role"]: r["old_pos"] for r in compared} == low
+    assert {r["role"]: r["pos"] for r in compared} == high
+    assert {r["role"]: r["flipped"] for r in compared} == {
+        role: low[role] - high[role] for role in ROLES}
 
 
 @pytest.mark.parametrize("theta", [0.0, 1.0, 1.5, -0.2])

@@ -14,8 +14,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+
+from malt_lake.lake import Lake
+from malt_lake.names import PartitionKey
 
 KEY = "arith.train.0000"
 LAUNCH = """
@@ -113,9 +115,8 @@ def test_ui_materializes_a_partition_through_graphql(ui_env, tmp_path):
                                    ["status"]) in {"SUCCESS", "FAILURE", "CANCELED"} and s,
                           240, "the run to finish")
         assert status == "SUCCESS", (tmp_path / "ui.log").read_text()[-3000:]
-        data = Path(ui_env["MALT_WAREHOUSE"]) / "lake" / "generations" / "dataset=arith" / \
-            "shard=train.0000" / "data.parquet"
-        table = pq.read_table(data)
+        table = Lake(ui_env["MALT_WAREHOUSE"]).read_required(
+            "generations", PartitionKey.parse(KEY))
         assert table.num_rows == 16 * 2 and set(table.column("n_samples").to_pylist()) == {2}
         # the CLI sees the same run history the UI does
         listed = cli(ui_env, "sql", "select count(*) n from generations", "--format", "json")
