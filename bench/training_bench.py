@@ -67,9 +67,9 @@ def ours(root: Path, steps: int) -> dict:
 
 def direct(root: Path, steps: int, out: Path) -> dict:
     """TRL as its docs show it: no malt_lake code between the Parquet rows and the trainer."""
-    import pyarrow.parquet as pq
     import torch
     from datasets import Dataset
+    from deltalake import DeltaTable
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -79,10 +79,10 @@ def direct(root: Path, steps: int, out: Path) -> dict:
 
     started = time.perf_counter()
     lake = root / "lake"
-    sft_rows = pq.read_table(next((lake / "sft_refiner").rglob("data.parquet")),
-                             columns=["prompt", "completion"])
-    dpo_rows = pq.read_table(next((lake / "dpo_refiner").rglob("data.parquet")),
-                             columns=["prompt", "chosen", "rejected"])
+    sft_rows = DeltaTable(str(lake / "sft_refiner")).to_pyarrow_table(
+        columns=["prompt", "completion"])
+    dpo_rows = DeltaTable(str(lake / "dpo_refiner")).to_pyarrow_table(
+        columns=["prompt", "chosen", "rejected"])
     model_dir = embedded_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # the same settings the recipe gives our path, written out by hand

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -31,6 +32,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction
 
 from malt_lake import schemas
 from malt_lake.errors import LakeError
@@ -151,31 +153,36 @@ class Lake:
     def write_partition_with(self, table: str, key: PartitionKey,
                              write: Callable[[Path], None], *, write_id: str | None = None,
                              info: dict[str, str] | None = None) -> Written:
-        """Replace one partition with the Parquet file ``write(temp_path)`` produces (DuckDB
-        writing it itself, in bounded memory); the file's schema must be the table contract.
-        The file is streamed into the commit batch by batch."""
-        schema = schemas.schema_of(table)
-        temp_dir = self.root / "tmp"
-        temp_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(temp_dir)
-        temp = temp_dir / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        """Replace one partition with the Parquet file ``write(path)`` produces (DuckDB
+        writing it itself, in bounded memory), committed as written, not re-encoded. The file
+        holds the contract's columns but the partition columns (the commit records their
+        values) and is written straight into the partition's directory, where no version
+        reads it until the commit (a writer killed before it leaves a file that vacuum
+        deletes)."""
+        partition = {"dataset": key.dataset, "shard": key.shard}
+        expected = [(f.name, f.type) for f in schemas.schema_of(table)
+                    if f.name not in partition]
+        self._table_for_write(table)
+        if write_id is not None and (done := self.committed_write(table, write_id)) is not None:
+            return done
+        relative = (f"dataset={key.dataset}/shard={key.shard}/"
+                    f"part-{uuid.uuid4().hex}.zstd.parquet")
+        file = self.table_dir(table) / relative
+        file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            write(temp)
-            source = pq.ParquetFile(temp)
-            written = source.schema_arrow
-            if [(f.name, f.type) for f in written] != [(f.name, f.type) for f in schema]:
-                raise LakeError(f"{table} file does not match its contract:\n{written}\n"
-                                f"expected:\n{schema}")
-            outside = pads.dataset(temp).count_rows(
-                filter=(pads.field("dataset") != key.dataset) | (pads.field("shard") != key.shard))
-            if outside:
-                raise LakeError(f"{outside} row(s) do not belong to partition {key} of {table}")
-            reader = pa.RecordBatchReader.from_batches(schema, source.iter_batches())
-            return self._commit(table, reader, {"dataset": key.dataset, "shard": key.shard},
-                                write_id, info, rows=source.metadata.num_rows)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            write(file)
+            metadata = pq.read_metadata(file)
+            written = metadata.schema.to_arrow_schema()
+            if [(f.name, f.type) for f in written] != expected:
+                raise LakeError(f"{table} file does not match its contract (less dataset, "
+                                f"shard):\n{written}\nexpected:\n{expected}")
+        except BaseException:
+            file.unlink(missing_ok=True)
+            raise
+        add = AddAction(path=relative, size=file.stat().st_size, partition_values=partition,
+                        modification_time=int(time.time() * 1000), data_change=True,
+                        stats=json.dumps({"numRecords": metadata.num_rows}))
+        return self._commit(table, add, partition, write_id, info, rows=metadata.num_rows)
 
     def write_whole_table(self, table: str, data: pa.Table, *,
                           write_id: str | None = None) -> Written:
@@ -192,9 +199,11 @@ class Lake:
         return self._commit(table, data, {"dataset": check_name(dataset, "dataset")},
                             write_id, None)
 
-    def _commit(self, table: str, data: pa.Table | pa.RecordBatchReader,
+    def _commit(self, table: str, data: pa.Table | AddAction,
                 partition: dict[str, str], write_id: str | None,
                 info: dict[str, str] | None, rows: int | None = None) -> Written:
+        """One commit replacing ``partition``: ``data`` rows written by delta-rs, or a file
+        already in place (an ``AddAction``)."""
         self._table_for_write(table)
         uri = self.table_uri(table)
         if rows is None:
@@ -210,13 +219,19 @@ class Lake:
                     "malt.rows": rows, "malt.commit": token, **(info or {})}
         if write_id is not None:
             metadata["malt.write"] = write_id
-        write_deltalake(
-            uri, data, mode="overwrite",
-            predicate=_predicate(partition),
-            partition_by=partition_columns(table) or None,
-            commit_properties=CommitProperties(custom_metadata=metadata,
-                                               max_commit_retries=COMMIT_RETRIES,
-                                               app_transactions=transactions))
+        properties = CommitProperties(custom_metadata=metadata,
+                                      max_commit_retries=COMMIT_RETRIES,
+                                      app_transactions=transactions)
+        if isinstance(data, AddAction):
+            self.delta_table(table).create_write_transaction(
+                [data], mode="overwrite", schema=schemas.schema_of(table),
+                partition_by=partition_columns(table) or None,
+                partition_filters=[(c, "=", v) for c, v in partition.items()],
+                commit_properties=properties)
+        else:
+            write_deltalake(uri, data, mode="overwrite", predicate=_predicate(partition),
+                            partition_by=partition_columns(table) or None,
+                            commit_properties=properties)
         return Written(table, uri, _committed_version(uri, token), rows)
 
     def committed_write(self, table: str, write_id: str) -> Written | None:
@@ -260,10 +275,16 @@ class Lake:
         return _conform_read(dt.to_pyarrow_dataset().to_table(), table, None)
 
     def dataset(self, table: str, version: int | None = None) -> pads.Dataset | None:
-        """The table (at ``version``) as an Arrow dataset: what DuckDB scans, pushing partition
-        and column filters into it. None before the table's first write."""
+        """The table (at ``version``) as an Arrow dataset (partition values filled in from
+        the commit), for readers other than DuckDB. None before the table's first write."""
         dt = self.delta_table(table, version)
         return None if dt is None else dt.to_pyarrow_dataset()
+
+    def data_files(self, table: str, version: int | None = None) -> list[str] | None:
+        """The Parquet files of the table's version (latest by default): what DuckDB reads
+        with its own Parquet reader. None before the table's first write."""
+        dt = self.delta_table(table, version)
+        return None if dt is None else dt.file_uris()
 
     def has_data(self, table: str) -> bool:
         dt = self.delta_table(table)

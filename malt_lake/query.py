@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from malt_lake import schemas
 from malt_lake.environment import environment
-from malt_lake.errors import QueryFailed, QueryRefused
-from malt_lake.lake import Lake
+from malt_lake.errors import LakeError, QueryFailed, QueryRefused
+from malt_lake.lake import Lake, partition_columns
 from malt_lake.sqlfiles import read_sql
 
 # Views over other views, created after the table views (order matters).
@@ -23,15 +23,16 @@ READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
             tables: Collection[str] | None = None,
             as_of: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with a view per lake table: each Delta table's Arrow dataset, so
-    DuckDB pushes partition and column filters into the scan with no extension to download
-    (typed empty views for tables not yet written). ``as_of`` adds ``<table>_v<version>``
-    beside ``<table>`` for each table=version (time travel); ``lake_versions`` lists every
-    table's commits (for user SQL). ``sandboxed`` locks file access to the warehouse for
-    user-supplied SQL; ``derived`` adds the views over views (nodes, analytics); ``tables``
-    limits the views to
-    those tables (registering an empty Arrow table imports pandas, ~0.3 s in a fresh
-    process, which a statement that reads three written tables need not pay)."""
+    """An in-memory DuckDB with a view per lake table over the Parquet files of its current
+    Delta version, so DuckDB prunes partitions and pushes column filters into its own reader
+    with no extension to download (typed empty views for tables not yet written).
+
+    ``as_of`` adds ``<table>_v<version>`` beside ``<table>`` for each table=version (time
+    travel); ``lake_versions`` lists every table's commits (for user SQL). ``sandboxed``
+    locks file access to the warehouse for user-supplied SQL; ``derived`` adds the views
+    over views (nodes, analytics); ``tables`` limits the views to those tables (registering
+    an empty Arrow table imports pandas, ~0.3 s in a fresh process, which a statement that
+    reads three written tables need not pay)."""
     if tables is not None and derived:
         raise ValueError("derived views read every table; pass derived=False with tables")
     con = duckdb.connect(":memory:")
@@ -39,19 +40,17 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     # bounded memory on a shared box: DuckDB spills to disk past this
     con.execute("set memory_limit = $limit",
                 {"limit": environment().duckdb_memory_limit})
-    for table, schema in ALL_TABLES.items():
-        if tables is not None and table not in tables:
-            continue
-        dataset = lake.dataset(table)
-        con.register(table, dataset if dataset is not None else schema.empty_table())
+    for table in ALL_TABLES:
+        if tables is None or table in tables:
+            _table_view(con, table, table, lake.data_files(table))
     for table, version in (as_of or {}).items():
         if table not in ALL_TABLES:
             raise QueryRefused(f"--as-of names {table!r}, not a lake table "
                                f"({', '.join(sorted(ALL_TABLES))})")
-        dataset = lake.dataset(table, version)
-        if dataset is None:
+        files = lake.data_files(table, version)
+        if files is None:
             raise QueryRefused(f"{table} has not been written yet, so it has no versions")
-        con.register(f"{table}_v{version}", dataset)
+        _table_view(con, f"{table}_v{version}", table, files)
     if sandboxed:  # reading every table's log is for a user's query, not our statements
         con.register("lake_versions", lake_versions(lake))
     for name in (DERIVED_VIEWS + ANALYTICS_VIEWS) if derived else []:
@@ -64,6 +63,31 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
 
 
 ALL_TABLES = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
+
+
+def _table_view(con: duckdb.DuckDBPyConnection, name: str, table: str,
+                files: list[str] | None) -> None:
+    """``name``: the table's columns in contract order over exactly the Parquet files of one
+    Delta version, read by DuckDB's own reader (partition values from the hive paths, so a
+    filter on dataset or shard skips whole files; column and row-group filters are pushed
+    into the reader). No file yet: a typed empty table. The file list is part of the view's
+    text (a view cannot bind parameters); the paths are the lake's own, quotes doubled."""
+    schema = ALL_TABLES[table]
+    if not files:
+        con.register(name, schema.empty_table())
+        return
+    hive = partition_columns(table)
+    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    options = (", hive_partitioning = true, hive_types = {"
+               + ", ".join(f"'{c}': 'VARCHAR'" for c in hive) + "}") if hive else ""
+    columns = ", ".join(f'"{c}"' for c in schema.names)
+    try:
+        con.execute(f"create view {name} as select {columns} "
+                    f"from read_parquet([{listing}]{options})")
+    except duckdb.IOException as exc:
+        raise LakeError(f"{name}: a file of this version is gone ({first_line(exc)[:160]}...); "
+                        "a version whose files were vacuumed cannot be read (`select * from "
+                        "lake_versions` lists the versions)") from exc
 VERSIONS = pa.schema([("table_name", pa.string()), ("version", pa.int64()),
                       ("committed_at", pa.timestamp("ms", tz="UTC")),
                       ("operation", pa.string()), ("partition", pa.string()),
@@ -132,9 +156,6 @@ def run_read_only(lake: Lake, sql: str, as_of: Mapping[str, int] | None = None) 
             hint = _candidates(exc)
             if isinstance(exc, duckdb.BinderException | duckdb.CatalogException):
                 hint += '; `malt-lake sql "show tables"` lists the views'
-            if as_of and "not found" in str(exc):
-                hint += ("; an --as-of version whose files were vacuumed cannot be read "
-                         "(`select * from lake_versions` lists the versions)")
             raise QueryFailed(f"{first_line(exc)}{hint}") from exc
     finally:
         con.close()

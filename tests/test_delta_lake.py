@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from malt_lake.errors import LakeError, QueryFailed
+from malt_lake import schemas
+from malt_lake.errors import LakeError
 from malt_lake.export import export_table
 from malt_lake.lake import Lake
 from malt_lake.migrate import ASIDE_SUFFIX, migrate_plain_parquet
@@ -73,7 +75,7 @@ def test_vacuum_keeps_the_latest_version_and_drops_older_ones(lake):
     deleted = lake.vacuum(0, dry_run=False)["questions"]
     assert len(deleted) == 1 and len(files()) == 1
     assert lake.read_required("questions", KEY).num_rows == 4
-    with pytest.raises(QueryFailed, match="files were vacuumed"):  # gone with its file
+    with pytest.raises(LakeError, match="files were vacuumed"):  # gone with its file
         run_read_only(lake, "select count(*) from questions_v1", as_of={"questions": 1})
 
 
@@ -100,3 +102,33 @@ def test_cli_time_travel_export_and_vacuum(tmp_path):
     assert exported.returncode == 0 and "4 row(s) of questions" in exported.stdout
     dry = run_cli(env, "vacuum", "--retain-hours", "0")
     assert dry.returncode == 0 and "would delete 1 file(s)" in dry.stdout
+
+
+def _credit_file_writer(rows: int, *, columns_ok: bool = True, fail: bool = False):
+    """A stand-in for DuckDB writing one credit partition's file (no partition columns)."""
+    def write(path):
+        names = [f for f in schemas.CREDIT if f.name not in ("dataset", "shard")]
+        if not columns_ok:
+            names = names[:-1]
+        table = pa.table({f.name: pa.array([f"{f.name}{i}" if f.type == pa.string() else None
+                                            for i in range(rows)], f.type) for f in names})
+        pq.write_table(table, path)
+        if fail:
+            raise RuntimeError("the writer died after its file")
+    return write
+
+
+def test_a_file_written_in_place_is_committed_as_is_or_removed(lake):
+    first = lake.write_partition_with("credit", KEY, _credit_file_writer(5))
+    assert (first.rows, lake.read_required("credit", KEY).num_rows) == (5, 5)
+    assert set(lake.read_required("credit", KEY).column("shard").to_pylist()) == {KEY.shard}
+    for bad, error in ((_credit_file_writer(3, fail=True), RuntimeError),
+                       (_credit_file_writer(3, columns_ok=False), LakeError)):
+        with pytest.raises(error):
+            lake.write_partition_with("credit", KEY, bad)
+        assert lake.version("credit") == first.version  # nothing committed
+        assert len(list(lake.table_dir("credit").rglob("*.parquet"))) == 1  # nor left behind
+    second = lake.write_partition_with("credit", KEY, _credit_file_writer(2), write_id="r")
+    assert lake.read_required("credit", KEY).num_rows == 2  # replaced, not appended
+    again = lake.write_partition_with("credit", KEY, _credit_file_writer(9), write_id="r")
+    assert again.skipped and again.version == second.version
