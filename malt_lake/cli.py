@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from malt_lake.errors import MaltLakeError
-from malt_lake.lake import Lake
+from malt_lake.lake import MIN_VACUUM_HOURS, Lake
 from malt_lake.query import run_read_only
 from malt_lake.settings import warehouse_root
 
@@ -59,13 +59,13 @@ def sql(
         raise typer.BadParameter("--format must be table, csv or json")
 
 
-def _versions(pairs: list[str]) -> dict[str, int]:
-    out = {}
+def _versions(pairs: list[str]) -> list[tuple[str, int]]:
+    out = []
     for pair in pairs:
         table, _, version = pair.partition("=")
-        if not table or not version.isdigit():
+        if not table or not (version.isascii() and version.isdigit()):
             raise typer.BadParameter(f"--as-of takes TABLE=VERSION (e.g. credit=3), got {pair!r}")
-        out[table] = int(version)
+        out.append((table, int(version)))
     return out
 
 
@@ -88,12 +88,14 @@ def export(
 @app.command()
 def vacuum(
     retain_hours: Annotated[int, typer.Option(
-        min=0, help="Keep the files every version of the last this-many hours reads.")] = 168,
+        min=MIN_VACUUM_HOURS,
+        help="Keep the files every version of the last this-many hours reads (at least 1: "
+             "a running writer's file is in no version until it commits).")] = 168,
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = True,
 ) -> None:
-    """Delete files that only versions older than --retain-hours read (replaced partitions,
-    files of killed writers). Nothing is ever vacuumed unless you run this; after it,
-    `--as-of` cannot read those older versions."""
+    """Delete files older than --retain-hours that the latest versions do not read: replaced
+    partitions' files and files of killed writers. Nothing is ever vacuumed unless you run
+    this; after it, `--as-of` cannot read those older versions."""
     deleted = current_lake().vacuum(retain_hours, dry_run=dry_run)
     for table, files in deleted.items():
         if files:

@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow.dataset as pads
 
 from malt_lake.errors import LakeError
-from malt_lake.lake import Lake, atomic_write
+from malt_lake.lake import Lake, atomic_write, partition_columns
 
 Format = Literal["parquet", "jsonl"]
 
@@ -27,10 +27,16 @@ def export_table(lake: Lake, table: str, target: str | Path, *, version: int | N
     {role, content} messages, TRL's conversational format."""
     target = Path(target).expanduser()
     fmt = fmt or _format_of(target)
+    partition_columns(table)  # an unknown table is named as such
     data = lake.dataset(table, version)
     if data is None:
         raise LakeError(f"{table} has not been written yet; nothing to export")
-    rows = data.to_table(filter=None if dataset is None else pads.field("dataset") == dataset)
+    try:
+        rows = data.to_table(filter=None if dataset is None
+                             else pads.field("dataset") == dataset)
+    except OSError as exc:
+        raise LakeError(f"{table} version {version}: a file of it is gone; a version whose "
+                        "files were vacuumed cannot be exported") from exc
     if fmt == "parquet":
         atomic_write(rows, target)
     else:

@@ -30,8 +30,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from malt_lake import schemas
@@ -41,6 +47,11 @@ from malt_lake.names import PartitionKey, check_name
 TEMP_PREFIX = ".tmp-"
 LEGACY_FILE = "data.parquet"  # the plain-Parquet layout of malt-lake before Delta
 COMMIT_RETRIES = 100          # concurrent writers of other partitions of the same table
+# delta-rs deletes log entries older than 30 days at each checkpoint by default, which would
+# end time travel behind the user's back: versions go only when the user vacuums
+TABLE_CONFIGURATION = {"delta.enableExpiredLogCleanup": "false"}
+MIN_VACUUM_HOURS = 1  # a running writer's file is uncommitted for minutes at most
+WRITER = WriterProperties(compression="ZSTD")
 
 
 def partition_columns(table: str) -> list[str]:
@@ -70,6 +81,9 @@ class Lake:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
+        if any(c in str(self.root) for c in "*?[]{}"):
+            raise LakeError(f"the warehouse path {self.root} holds a glob character (* ? [ ] "
+                            "{ }); DuckDB would read its file lists as patterns. Use another path")
 
     @property
     def tables_dir(self) -> Path:
@@ -117,7 +131,8 @@ class Lake:
         try:
             return DeltaTable.create(self.table_uri(table), schemas.schema_of(table),
                                      partition_by=partition_columns(table) or None,
-                                     mode="ignore", name=table)
+                                     mode="ignore", name=table,
+                                     configuration=TABLE_CONFIGURATION)
         except Exception:  # another writer created it in the same instant
             created = self.delta_table(table)
             if created is None:
@@ -210,8 +225,8 @@ class Lake:
             rows = data.num_rows
         if write_id is not None and (done := self.committed_write(table, write_id)) is not None:
             return done
-        transactions = [Transaction(app_id=_partition_app_id(partition),
-                                    version=time.time_ns() // 1000)]
+        marker = _partition_app_id(partition)
+        transactions = [Transaction(app_id=marker, version=time.time_ns() // 1000)]
         if write_id is not None:
             transactions.append(Transaction(app_id=f"write:{write_id}", version=1))
         token = uuid.uuid4().hex
@@ -222,16 +237,26 @@ class Lake:
         properties = CommitProperties(custom_metadata=metadata,
                                       max_commit_retries=COMMIT_RETRIES,
                                       app_transactions=transactions)
-        if isinstance(data, AddAction):
-            self.delta_table(table).create_write_transaction(
-                [data], mode="overwrite", schema=schemas.schema_of(table),
-                partition_by=partition_columns(table) or None,
-                partition_filters=[(c, "=", v) for c, v in partition.items()],
-                commit_properties=properties)
-        else:
-            write_deltalake(uri, data, mode="overwrite", predicate=_predicate(partition),
-                            partition_by=partition_columns(table) or None,
-                            commit_properties=properties)
+        try:
+            if isinstance(data, AddAction):
+                self.delta_table(table).create_write_transaction(
+                    [data], mode="overwrite", schema=schemas.schema_of(table),
+                    partition_by=partition_columns(table) or None,
+                    partition_filters=[(c, "=", v) for c, v in partition.items()],
+                    commit_properties=properties)
+            else:
+                write_deltalake(uri, data, mode="overwrite", predicate=_predicate(partition),
+                                partition_by=partition_columns(table) or None,
+                                writer_properties=WRITER, commit_properties=properties)
+        except CommitFailedError as exc:
+            if isinstance(data, AddAction):
+                (self.table_dir(table) / data.path).unlink(missing_ok=True)
+            if write_id is not None and (done := self.committed_write(table, write_id)):
+                return done  # the same write, retried concurrently, won
+            where = marker.removeprefix("partition:")
+            raise LakeError(f"{table} {where}: another writer committed this partition while "
+                            f"this one wrote it; nothing of this write is visible. Retry "
+                            f"({str(exc).splitlines()[0][:120]})") from exc
         return Written(table, uri, _committed_version(uri, token), rows)
 
     def committed_write(self, table: str, write_id: str) -> Written | None:
@@ -300,15 +325,17 @@ class Lake:
                       for p in dt.partitions())
 
     def vacuum(self, retain_hours: int, *, dry_run: bool) -> dict[str, list[str]]:
-        """Delete the files no version newer than ``retain_hours`` reads (replaced partitions,
-        files of killed writers); earlier versions stop being readable. Per table, the files
-        deleted (or that would be, with ``dry_run``)."""
+        """Delete the files older than ``retain_hours`` that the latest version does not read:
+        replaced partitions' files (earlier versions stop being readable) and files no commit
+        ever added (killed writers'). Per table, the files deleted (or that would be, with
+        ``dry_run``). While writers may run, keep it at least ``MIN_VACUUM_HOURS`` (the CLI
+        does): a writer's file is in no version until its commit."""
         out = {}
         for table in (*schemas.PARTITIONED, *schemas.UNPARTITIONED, *schemas.BY_DATASET):
             dt = self.delta_table(table)
             if dt is not None:
                 out[table] = dt.vacuum(retention_hours=retain_hours, dry_run=dry_run,
-                                       enforce_retention_duration=False)
+                                       enforce_retention_duration=False, full=True)
         return out
 
     def history(self, table: str) -> list[dict]:

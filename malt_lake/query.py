@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -18,17 +18,31 @@ DERIVED_VIEWS = ["views/nodes"]
 ANALYTICS_VIEWS = ["analytics/accuracy_by_turn", "analytics/flips", "analytics/positive_rate",
                    "analytics/pairs_per_role", "analytics/truncation"]
 READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+ALL_TABLES = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
+VERSIONS = pa.schema([("table_name", pa.string()), ("version", pa.int64()),
+                      ("committed_at", pa.timestamp("ms", tz="UTC")),
+                      ("operation", pa.string()), ("partition", pa.string()),
+                      ("rows", pa.int64()), ("theta", pa.float64())])
+# time travel: {table: version} or (table, version) pairs (one table at several versions)
+AsOf = Mapping[str, int] | Iterable[tuple[str, int]]
+
+
+def _pairs(as_of: AsOf | None) -> list[tuple[str, int]]:
+    if as_of is None:
+        return []
+    return list(as_of.items()) if isinstance(as_of, Mapping) else list(as_of)
 
 
 def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
             tables: Collection[str] | None = None,
-            as_of: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
+            as_of: AsOf | None = None,
+            versions_view: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a view per lake table over the Parquet files of its current
     Delta version, so DuckDB prunes partitions and pushes column filters into its own reader
     with no extension to download (typed empty views for tables not yet written).
 
-    ``as_of`` adds ``<table>_v<version>`` beside ``<table>`` for each table=version (time
-    travel); ``lake_versions`` lists every table's commits (for user SQL). ``sandboxed``
+    ``as_of`` adds ``<table>_v<version>`` beside ``<table>`` for each (table, version) (time
+    travel); ``versions_view`` adds ``lake_versions``, every table's commits. ``sandboxed``
     locks file access to the warehouse for user-supplied SQL; ``derived`` adds the views
     over views (nodes, analytics); ``tables`` limits the views to those tables (registering
     an empty Arrow table imports pandas, ~0.3 s in a fresh process, which a statement that
@@ -43,7 +57,7 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     for table in ALL_TABLES:
         if tables is None or table in tables:
             _table_view(con, table, table, lake.data_files(table))
-    for table, version in (as_of or {}).items():
+    for table, version in _pairs(as_of):
         if table not in ALL_TABLES:
             raise QueryRefused(f"--as-of names {table!r}, not a lake table "
                                f"({', '.join(sorted(ALL_TABLES))})")
@@ -51,7 +65,7 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
         if files is None:
             raise QueryRefused(f"{table} has not been written yet, so it has no versions")
         _table_view(con, f"{table}_v{version}", table, files)
-    if sandboxed:  # reading every table's log is for a user's query, not our statements
+    if versions_view:  # reads every table's log: only for a query that names the view
         con.register("lake_versions", lake_versions(lake))
     for name in (DERIVED_VIEWS + ANALYTICS_VIEWS) if derived else []:
         con.execute(read_sql(name))
@@ -60,9 +74,6 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
     return con
-
-
-ALL_TABLES = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
 
 
 def _table_view(con: duckdb.DuckDBPyConnection, name: str, table: str,
@@ -88,12 +99,6 @@ def _table_view(con: duckdb.DuckDBPyConnection, name: str, table: str,
         raise LakeError(f"{name}: a file of this version is gone ({first_line(exc)[:160]}...); "
                         "a version whose files were vacuumed cannot be read (`select * from "
                         "lake_versions` lists the versions)") from exc
-VERSIONS = pa.schema([("table_name", pa.string()), ("version", pa.int64()),
-                      ("committed_at", pa.timestamp("ms", tz="UTC")),
-                      ("operation", pa.string()), ("partition", pa.string()),
-                      ("rows", pa.int64()), ("theta", pa.float64())])
-
-
 def lake_versions(lake: Lake) -> pa.Table:
     """One row per commit of every table: which partition it replaced, with how many rows,
     and (credit, role datasets) at which theta: what ``--as-of`` needs to pick a version."""
@@ -138,10 +143,11 @@ def fetch(lake: Lake, name: str, params: dict, *, derived: bool = False) -> pa.T
         con.close()
 
 
-def run_read_only(lake: Lake, sql: str, as_of: Mapping[str, int] | None = None) -> pa.Table:
+def run_read_only(lake: Lake, sql: str, as_of: AsOf | None = None) -> pa.Table:
     """Run user SQL against the lake views, read-only and confined to the warehouse;
     ``as_of`` adds earlier table versions as ``<table>_v<version>``."""
-    con = connect(lake, sandboxed=True, as_of=as_of)
+    con = connect(lake, sandboxed=True, as_of=as_of,
+                  versions_view="lake_versions" in sql.lower())
     try:
         check_read_only(con, sql)
         try:

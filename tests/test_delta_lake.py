@@ -67,13 +67,18 @@ def test_export_writes_exactly_one_version(lake, tmp_path):
 def test_vacuum_keeps_the_latest_version_and_drops_older_ones(lake):
     lake.write_partition("questions", KEY, question_rows(KEY, 3, tag="a"))
     lake.write_partition("questions", KEY, question_rows(KEY, 4, tag="b"))
+    # a killed writer's file: in the partition's directory, in no commit
+    orphan = lake.table_dir("questions") / f"dataset=arith/shard={KEY.shard}/part-dead.parquet"
+    pq.write_table(question_rows(KEY, 1), orphan)
+    assert any(path.endswith("part-dead.parquet")
+               for path in lake.vacuum(0, dry_run=True)["questions"])
     assert lake.vacuum(0, dry_run=True)["questions"]  # version 1's file
     assert run_read_only(lake, "select count(*) n from questions_v1",
                          as_of={"questions": 1}).to_pylist() == [{"n": 3}]  # dry run: kept
     files = lambda: sorted(lake.table_dir("questions").rglob("*.parquet"))  # noqa: E731
-    assert len(files()) == 2
+    assert len(files()) == 3
     deleted = lake.vacuum(0, dry_run=False)["questions"]
-    assert len(deleted) == 1 and len(files()) == 1
+    assert len(deleted) == 2 and len(files()) == 1 and not orphan.exists()
     assert lake.read_required("questions", KEY).num_rows == 4
     with pytest.raises(LakeError, match="files were vacuumed"):  # gone with its file
         run_read_only(lake, "select count(*) from questions_v1", as_of={"questions": 1})
@@ -100,8 +105,10 @@ def test_cli_time_travel_export_and_vacuum(tmp_path):
     assert "Traceback" not in missing.stderr
     exported = run_cli(env, "export", "questions", "--to", str(tmp_path / "q.jsonl"))
     assert exported.returncode == 0 and "4 row(s) of questions" in exported.stdout
-    dry = run_cli(env, "vacuum", "--retain-hours", "0")
-    assert dry.returncode == 0 and "would delete 1 file(s)" in dry.stdout
+    refused = run_cli(env, "vacuum", "--retain-hours", "0")  # a writer's file is uncommitted
+    assert refused.returncode == 2 and "greater than or equal to 1" in refused.stderr
+    dry = run_cli(env, "vacuum")  # nothing is older than a week
+    assert dry.returncode == 0 and "would delete 0 file(s)" in dry.stdout
 
 
 def _credit_file_writer(rows: int, *, columns_ok: bool = True, fail: bool = False):
@@ -132,3 +139,30 @@ def test_a_file_written_in_place_is_committed_as_is_or_removed(lake):
     assert lake.read_required("credit", KEY).num_rows == 2  # replaced, not appended
     again = lake.write_partition_with("credit", KEY, _credit_file_writer(9), write_id="r")
     assert again.skipped and again.version == second.version
+
+
+def test_a_writer_that_lost_the_race_for_its_partition_fails_cleanly(lake, monkeypatch):
+    lake.write_partition_with("credit", KEY, _credit_file_writer(5))
+    stale = lake.delta_table("credit")  # the snapshot a slow writer started from
+    winner = lake.write_partition_with("credit", KEY, _credit_file_writer(2))
+    real = Lake.delta_table
+    monkeypatch.setattr(Lake, "delta_table", lambda self, table, version=None: (
+        stale if table == "credit" and version is None else real(self, table, version)))
+    with pytest.raises(LakeError, match="another writer committed this partition"):
+        lake.write_partition_with("credit", KEY, _credit_file_writer(7))
+    monkeypatch.undo()
+    assert lake.version("credit") == winner.version
+    assert lake.read_required("credit", KEY).num_rows == 2  # the winner's rows, whole
+    assert len(list(lake.table_dir("credit").rglob("*.parquet"))) == 2  # loser's file gone
+
+
+def test_as_of_reads_one_table_at_several_versions(lake):
+    for n in (1, 2, 3):
+        lake.write_partition("questions", KEY, question_rows(KEY, n))
+    counts = run_read_only(lake, "select (select count(*) from questions_v1) a, "
+                                 "(select count(*) from questions_v2) b, "
+                                 "(select count(*) from questions) c",
+                           as_of=[("questions", 1), ("questions", 2)]).to_pylist()
+    assert counts == [{"a": 1, "b": 2, "c": 3}]
+    with pytest.raises(LakeError, match="unknown lake table 'nope'"):
+        export_table(lake, "nope", lake.root / "x.parquet")

@@ -116,7 +116,7 @@ def test_kill_9_during_writes_leaves_a_whole_version_readable(lake):
     lake.write_partition("questions", KEY, question_rows(KEY, 2))
     assert lake.read_partition("questions", KEY).num_rows == 2
     orphans = lake.vacuum(0, dry_run=True)["questions"]
-    assert orphans  # replaced versions' files, plus any file of the killed write
+    assert orphans  # the replaced versions' files (and any file of the killed write)
     lake.vacuum(0, dry_run=False)
     assert lake.read_partition("questions", KEY).num_rows == 2
 
