@@ -105,7 +105,7 @@ class Lake:
     def create_tables(self) -> None:
         """Create every lake table that does not exist yet (empty, typed, partitioned), so
         writers that fan out over partitions only ever append commits to existing tables."""
-        for table in (*schemas.PARTITIONED, *schemas.UNPARTITIONED, *schemas.BY_DATASET):
+        for table in schemas.ALL_TABLES:
             self._table_for_write(table)
 
     def delta_table(self, table: str, version: int | None = None) -> DeltaTable | None:
@@ -177,7 +177,6 @@ class Lake:
         partition = {"dataset": key.dataset, "shard": key.shard}
         expected = [(f.name, f.type) for f in schemas.schema_of(table)
                     if f.name not in partition]
-        self._table_for_write(table)
         if write_id is not None and (done := self.committed_write(table, write_id)) is not None:
             return done
         relative = (f"dataset={key.dataset}/shard={key.shard}/"
@@ -219,18 +218,19 @@ class Lake:
                 info: dict[str, str] | None, rows: int | None = None) -> Written:
         """One commit replacing ``partition``: ``data`` rows written by delta-rs, or a file
         already in place (an ``AddAction``)."""
-        self._table_for_write(table)
+        dt = self._table_for_write(table)
         uri = self.table_uri(table)
         if rows is None:
             rows = data.num_rows
-        if write_id is not None and (done := self.committed_write(table, write_id)) is not None:
+        if write_id is not None and (done := _committed(dt, table, uri, write_id)) is not None:
+            _discard(self.table_dir(table), data)
             return done
         marker = _partition_app_id(partition)
         transactions = [Transaction(app_id=marker, version=time.time_ns() // 1000)]
         if write_id is not None:
             transactions.append(Transaction(app_id=f"write:{write_id}", version=1))
         token = uuid.uuid4().hex
-        metadata = {"malt.partition": _partition_app_id(partition).removeprefix("partition:"),
+        metadata = {"malt.partition": marker.removeprefix("partition:"),
                     "malt.rows": rows, "malt.commit": token, **(info or {})}
         if write_id is not None:
             metadata["malt.write"] = write_id
@@ -239,7 +239,7 @@ class Lake:
                                       app_transactions=transactions)
         try:
             if isinstance(data, AddAction):
-                self.delta_table(table).create_write_transaction(
+                dt.create_write_transaction(
                     [data], mode="overwrite", schema=schemas.schema_of(table),
                     partition_by=partition_columns(table) or None,
                     partition_filters=[(c, "=", v) for c, v in partition.items()],
@@ -249,8 +249,7 @@ class Lake:
                                 partition_by=partition_columns(table) or None,
                                 writer_properties=WRITER, commit_properties=properties)
         except CommitFailedError as exc:
-            if isinstance(data, AddAction):
-                (self.table_dir(table) / data.path).unlink(missing_ok=True)
+            _discard(self.table_dir(table), data)
             if write_id is not None and (done := self.committed_write(table, write_id)):
                 return done  # the same write, retried concurrently, won
             where = marker.removeprefix("partition:")
@@ -262,26 +261,20 @@ class Lake:
     def committed_write(self, table: str, write_id: str) -> Written | None:
         """The commit of the write ``write_id``, if it happened (a retry's question)."""
         dt = self.delta_table(table)
-        if dt is None or dt.transaction_version(f"write:{write_id}") is None:
-            return None
-        for commit in dt.history():
-            if commit.get("malt.write") == write_id:
-                return Written(table, self.table_uri(table), int(commit["version"]),
-                               int(commit.get("malt.rows", 0)), skipped=True)
-        return Written(table, self.table_uri(table), dt.version(), 0, skipped=True)
+        return None if dt is None else _committed(dt, table, self.table_uri(table), write_id)
 
     # -- reads ----------------------------------------------------------------------------
     def has_partition(self, table: str, key: PartitionKey) -> bool:
         """Whether the partition was ever written (even with zero rows)."""
         dt = self.delta_table(table)
-        return dt is not None and dt.transaction_version(
-            _partition_app_id({"dataset": key.dataset, "shard": key.shard})) is not None
+        return dt is not None and _written(dt, key)
 
     def read_partition(self, table: str, key: PartitionKey,
                        columns: list[str] | None = None) -> pa.Table | None:
-        if not self.has_partition(table, key):
+        dt = self.delta_table(table)
+        if dt is None or not _written(dt, key):
             return None
-        dataset = self.delta_table(table).to_pyarrow_dataset(
+        dataset = dt.to_pyarrow_dataset(
             partitions=[("dataset", "=", key.dataset), ("shard", "=", key.shard)])
         return _conform_read(dataset.to_table(columns=columns), table, columns)
 
@@ -331,7 +324,7 @@ class Lake:
         ``dry_run``). While writers may run, keep it at least ``MIN_VACUUM_HOURS`` (the CLI
         does): a writer's file is in no version until its commit."""
         out = {}
-        for table in (*schemas.PARTITIONED, *schemas.UNPARTITIONED, *schemas.BY_DATASET):
+        for table in schemas.ALL_TABLES:
             dt = self.delta_table(table)
             if dt is not None:
                 out[table] = dt.vacuum(retention_hours=retain_hours, dry_run=dry_run,
@@ -342,6 +335,30 @@ class Lake:
         """The table's commits, newest first (delta-rs' ``history``)."""
         dt = self.delta_table(table)
         return [] if dt is None else dt.history()
+
+
+def _written(dt: DeltaTable, key: PartitionKey) -> bool:
+    """Whether a commit ever replaced the partition (its marker transaction)."""
+    marker = _partition_app_id({"dataset": key.dataset, "shard": key.shard})
+    return dt.transaction_version(marker) is not None
+
+
+def _committed(dt: DeltaTable, table: str, uri: str, write_id: str) -> Written | None:
+    """The commit of the write ``write_id`` in ``dt``'s snapshot, if it happened."""
+    if dt.transaction_version(f"write:{write_id}") is None:
+        return None
+    for commit in dt.history():
+        if commit.get("malt.write") == write_id:
+            return Written(table, uri, int(commit["version"]), int(commit.get("malt.rows", 0)),
+                           skipped=True)
+    return Written(table, uri, dt.version(), 0, skipped=True)
+
+
+def _discard(directory: Path, data: pa.Table | AddAction) -> None:
+    """Delete the file of an in-place write (in the table's ``directory``) that will not be
+    committed."""
+    if isinstance(data, AddAction):
+        (directory / data.path).unlink(missing_ok=True)
 
 
 def _partition_app_id(partition: dict[str, str]) -> str:

@@ -25,7 +25,7 @@ ASIDE_SUFFIX = ".plain-parquet"
 def migrate_plain_parquet(lake: Lake) -> dict[str, int]:
     """Convert every plain-Parquet table; returns the files converted per table."""
     converted = {}
-    for table in (*schemas.PARTITIONED, *schemas.UNPARTITIONED, *schemas.BY_DATASET):
+    for table in schemas.ALL_TABLES:
         directory = lake.tables_dir / table
         aside = lake.tables_dir / f"{table}{ASIDE_SUFFIX}"
         if not aside.exists():

@@ -18,7 +18,6 @@ DERIVED_VIEWS = ["views/nodes"]
 ANALYTICS_VIEWS = ["analytics/accuracy_by_turn", "analytics/flips", "analytics/positive_rate",
                    "analytics/pairs_per_role", "analytics/truncation"]
 READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-ALL_TABLES = {**schemas.PARTITIONED, **schemas.UNPARTITIONED, **schemas.BY_DATASET}
 VERSIONS = pa.schema([("table_name", pa.string()), ("version", pa.int64()),
                       ("committed_at", pa.timestamp("ms", tz="UTC")),
                       ("operation", pa.string()), ("partition", pa.string()),
@@ -54,13 +53,13 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     # bounded memory on a shared box: DuckDB spills to disk past this
     con.execute("set memory_limit = $limit",
                 {"limit": environment().duckdb_memory_limit})
-    for table in ALL_TABLES:
+    for table in schemas.ALL_TABLES:
         if tables is None or table in tables:
             _table_view(con, table, table, lake.data_files(table))
     for table, version in _pairs(as_of):
-        if table not in ALL_TABLES:
+        if table not in schemas.ALL_TABLES:
             raise QueryRefused(f"--as-of names {table!r}, not a lake table "
-                               f"({', '.join(sorted(ALL_TABLES))})")
+                               f"({', '.join(sorted(schemas.ALL_TABLES))})")
         files = lake.data_files(table, version)
         if files is None:
             raise QueryRefused(f"{table} has not been written yet, so it has no versions")
@@ -83,7 +82,7 @@ def _table_view(con: duckdb.DuckDBPyConnection, name: str, table: str,
     filter on dataset or shard skips whole files; column and row-group filters are pushed
     into the reader). No file yet: a typed empty table. The file list is part of the view's
     text (a view cannot bind parameters); the paths are the lake's own, quotes doubled."""
-    schema = ALL_TABLES[table]
+    schema = schemas.ALL_TABLES[table]
     if not files:
         con.register(name, schema.empty_table())
         return
@@ -103,7 +102,7 @@ def lake_versions(lake: Lake) -> pa.Table:
     """One row per commit of every table: which partition it replaced, with how many rows,
     and (credit, role datasets) at which theta: what ``--as-of`` needs to pick a version."""
     rows = []
-    for table in ALL_TABLES:
+    for table in schemas.ALL_TABLES:
         for commit in lake.history(table):
             theta = commit.get("malt.theta")
             rows.append({"table_name": table, "version": commit["version"],

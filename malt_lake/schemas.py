@@ -194,14 +194,12 @@ BY_DATASET: dict[str, pa.Schema] = {"eval_predictions": EVAL_PREDICTIONS,
                                     "eval_comparisons": EVAL_COMPARISONS}
 
 
+# Every lake table, in the order views and commands list them.
+ALL_TABLES: dict[str, pa.Schema] = {**PARTITIONED, **UNPARTITIONED, **BY_DATASET}
+
+
 def schema_of(table: str) -> pa.Schema:
-    if table in PARTITIONED:
-        return PARTITIONED[table]
-    if table in UNPARTITIONED:
-        return UNPARTITIONED[table]
-    if table in BY_DATASET:
-        return BY_DATASET[table]
-    raise KeyError(table)
+    return ALL_TABLES[table]
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
