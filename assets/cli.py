@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from assets import pipeline, runner
+from assets.rounds import check_round
 from assets.study import STUDY_PROJECT, StudyPlan
 from malt_lake.cli import app, console, current_lake, print_frame, run
 from malt_lake.query import run_read_only
@@ -26,7 +27,7 @@ def ingest(
 ) -> None:
     """Validate the configured datasets, register their shards and write their questions."""
     started = time.perf_counter()
-    keys = pipeline.ingest(None, dataset, lambda message: None)
+    keys = pipeline.ingest(dataset, lambda message: None)
     console.print(f"ingested {len(keys)} partition(s) in {time.perf_counter() - started:.1f}s")
 
 
@@ -66,6 +67,9 @@ def materialize(
     pool: Annotated[bool, typer.Option(
         "--pool", help="Train each adapter on every dataset's role data (pooled) instead of "
                        "its own dataset's.")] = False,
+    round_index: Annotated[int, typer.Option(
+        "--round", help="MALT round: 1, or i >= 2 (assets round_<i>/..., its own lake, "
+                        "expanding with round i-1's adapters).")] = 1,
 ) -> None:
     """Materialize assets: shard assets per --partition, adapters and evaluation per
     dataset. E.g. credit with another theta: --select cheap --partition ... --theta 0.7."""
@@ -96,9 +100,10 @@ def materialize(
     for kind, keys in plan:
         for key in keys if kind in groups else []:
             started = time.perf_counter()
-            runner.materialize(groups[kind], key, config)
+            runner.materialize(groups[kind], key, config, round_index=round_index)
             console.print(f"materialized {', '.join(groups[kind])}"
                           + (f" for {key}" if key else "")
+                          + (f" in round {round_index}" if round_index > 1 else "")
                           + f" in {time.perf_counter() - started:.1f}s")
 
 
@@ -145,7 +150,7 @@ def demo(
     adapters and compare SA, MA and MALT (each ± majority vote) on held-out questions."""
     lake = current_lake()
     started = time.perf_counter()
-    pipeline.ingest(None, [DEMO_DATASET], console.print)
+    pipeline.ingest([DEMO_DATASET], console.print)
     train = [k for k in runner.registered_partitions()
              if k.startswith(f"{DEMO_DATASET}.train.")][:train_shards]
     plan = pipeline.RoundPlan(train_partitions=train, datasets=[DEMO_DATASET], n=n,
@@ -221,7 +226,7 @@ def study(
     plan = StudyPlan(dataset=dataset, train_shards=train_shards, n=n, theta=theta, seeds=seeds,
                      eval_limit=eval_limit or None, max_tokens=max_tokens, recipe=recipe,
                      train_steps=train_steps, ablations=ablations)
-    result = run_study(root, plan, console.print)
+    result = run_study(plan, console.print)
     console.print(f"\n[bold]Held-out accuracy[/bold] ({root})")
     print_frame(_summary_frame(result.summary), limit=20)
     _print_comparisons(result.comparisons)
@@ -255,7 +260,7 @@ def rounds_command(
     round is its own lake version under <warehouse>/rounds/ with its own evaluation."""
     if k < 1:
         raise typer.BadParameter("--k must be >= 1")
-    keys = pipeline.ingest(None, dataset, console.print)
+    keys = pipeline.ingest(dataset, console.print)
     datasets = dataset or runner.registered_partitions(kind="datasets")
     plan = pipeline.RoundPlan(train_partitions=[x for x in keys if x.split(".")[1] == "train"],
                               datasets=list(datasets), n=n, max_tokens=max_tokens,
@@ -268,12 +273,11 @@ def rounds_command(
 
 
 def _rounds(plan: pipeline.RoundPlan, k: int) -> list[pipeline.RoundResult]:
-    root, previous, results = current_lake().root, None, []
-    for index in range(1, k + 1):
-        result = pipeline.run_round(index, root, plan, previous, console.print)
-        results.append(result)
-        previous = result.adapters
-    return results
+    from assets.definitions import DEFINED_ROUNDS
+
+    check_round(k, DEFINED_ROUNDS)  # before round 1 runs for an hour
+    root = current_lake().root
+    return [pipeline.run_round(index, root, plan, console.print) for index in range(1, k + 1)]
 
 
 def _summary_frame(table):

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets import rounds
 from assets.partitions import shard_partitions
 from assets.resources import LakeResource
 from assets.table_metadata import delta_metadata, table_metadata, write_id
@@ -40,13 +41,9 @@ def _reward_metadata(table, written: Written) -> dict:
     }
 
 
-@dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=["generations", "questions"], kinds={"delta"},
-          metadata=table_metadata("generation_rewards"))
-def generation_rewards(context: dg.AssetExecutionContext,
-                       lake: LakeResource) -> dg.MaterializeResult:
-    """Whether each generator answer is right (for analytics and the SA baseline)."""
-    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+def _generation_rewards(context: dg.AssetExecutionContext,
+                        lake: LakeResource) -> dg.MaterializeResult:
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake_for(context)
     with partition_lock(the_lake, "generation_rewards", key):
         table = score_generations(the_lake, key)
         written = the_lake.write_partition("generation_rewards", key, table,
@@ -56,18 +53,8 @@ def generation_rewards(context: dg.AssetExecutionContext,
                                     data_version_of(table, "pred_answer", "reward")))
 
 
-LINEAGE_CHECK = dg.AssetCheckSpec(
-    "lineage", asset="leaf_rewards", blocking=True,
-    description="every row of the tree was made for its parent's current content (no stale "
-                "subtree after a parent was regenerated); failing blocks credit")
-
-
-@dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=["refinements", "questions"], kinds={"delta"}, check_specs=[LINEAGE_CHECK],
-          metadata=table_metadata("leaf_rewards"))
-def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Binary reward of every refinement: its final answer equals the ground truth."""
-    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+def _leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource):
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake_for(context)
     with partition_lock(the_lake, "leaf_rewards", key):
         table = score_leaves(the_lake, key)
         written = the_lake.write_partition("leaf_rewards", key, table,
@@ -95,21 +82,14 @@ class CreditConfig(dg.Config):
 
 
 # blocking: role datasets of a run are not built from credit that fails them
-CREDIT_CHECKS = [
-    dg.AssetCheckSpec("tree_completeness", asset="credit", blocking=True,
-                      description="every node has n children or a recorded failure"),
-    dg.AssetCheckSpec("credit_consistency", asset="credit", blocking=True,
-                      description="unique node ids, values in [0, 1], labels = value > theta"),
-]
+CREDIT_CHECKS = {
+    "tree_completeness": "every node has n children or a recorded failure",
+    "credit_consistency": "unique node ids, values in [0, 1], labels = value > theta",
+}
 
 
-@dg.asset(group_name="credit", partitions_def=shard_partitions,
-          deps=[leaf_rewards, "generations", "critiques", "refinements"],
-          check_specs=CREDIT_CHECKS, kinds={"duckdb", "delta"},
-          metadata=table_metadata("credit"))
-def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeResource):
-    """Value of every tree node (mean of its children's values) and its label at theta."""
-    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+def _credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeResource):
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake_for(context)
     with partition_lock(the_lake, "credit", key):
         written = compute_credit_to_lake(the_lake, key, config.theta,
                                          write_id=write_id(context, "credit"))
@@ -125,32 +105,18 @@ def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeRe
         **delta_metadata(written),
         "sql": dg.MetadataValue.path(str(sql_path("credit/credit"))),
     })
-    for spec in CREDIT_CHECKS:
-        bad = check_partition(the_lake, key, spec.name)
+    for name in CREDIT_CHECKS:
+        bad = check_partition(the_lake, key, name)
         yield dg.AssetCheckResult(
-            check_name=spec.name, passed=bad.num_rows == 0,
+            check_name=name, passed=bad.num_rows == 0,
             metadata={"violations": bad.num_rows,
                       "examples": dg.MetadataValue.md(to_markdown(bad.slice(0, 5))
                                                       if bad.num_rows else "none")})
 
 
-ROLE_SPECS = [
-    dg.AssetSpec(name, group_name="role_datasets", partitions_def=shard_partitions,
-                 deps=[credit], kinds={"duckdb", "delta"}, metadata=table_metadata(name),
-                 description=f"{'SFT positives' if name in SFT_TABLES else 'DPO sibling pairs'}"
-                             f" of the {role} (TRL conversational format)")
-    for name, role in {**SFT_TABLES, **DPO_TABLES}.items()
-]
-DPO_CHECKS = [dg.AssetCheckSpec("pairs_are_siblings", asset=name,
-                                description="each pair: one positive, one negative, one parent")
-              for name in DPO_TABLES]
-
-
-@dg.multi_asset(specs=ROLE_SPECS, check_specs=DPO_CHECKS, can_subset=False)
-def role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
-    """SFT and DPO datasets of every role for one partition, from its credit rows; each
-    table's metadata counts the rows left out as same-text noise (``dropped_equal_text``)."""
-    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake()
+def _role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
+    key, the_lake = PartitionKey.parse(context.partition_key), lake.lake_for(context)
+    index = rounds.round_of(context)
     with partition_lock(the_lake, "role_datasets", key):
         tables = role_datasets(the_lake, key)
         drops = {row["role"]: row for row in role_dataset_drops(the_lake, key).to_pylist()}
@@ -162,7 +128,7 @@ def role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
                    for name, t in tables.items()}
     for name, table in tables.items():
         role, kind = (SFT_TABLES[name], "sft") if name in SFT_TABLES else (DPO_TABLES[name], "dpo")
-        yield dg.MaterializeResult(asset_key=name, metadata={
+        yield dg.MaterializeResult(asset_key=rounds.asset_key(name, index), metadata={
             "dagster/row_count": table.num_rows,
             "dropped_equal_text": drops[role][f"{kind}_dropped_equal_text"],
             "theta": table.column("theta")[0].as_py() if table.num_rows else None,
@@ -172,6 +138,70 @@ def role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
         })
     for name, role in DPO_TABLES.items():
         bad = check_partition(the_lake, key, "dpo_pairs", role)
-        yield dg.AssetCheckResult(asset_key=name, check_name="pairs_are_siblings",
+        yield dg.AssetCheckResult(asset_key=rounds.asset_key(name, index),
+                                  check_name="pairs_are_siblings",
                                   passed=bad.num_rows == 0,
                                   metadata={"violations": bad.num_rows})
+
+
+_KIND = {True: "SFT positives", False: "DPO sibling pairs"}
+
+
+def credit_assets(index: int) -> list[dg.AssetsDefinition]:
+    """Round ``index``'s rewards, credit and role datasets."""
+    def key(name: str) -> dg.AssetKey:
+        return rounds.asset_key(name, index)
+
+    common = {"key_prefix": rounds.key_prefix(index), "partitions_def": shard_partitions,
+              "group_name": rounds.group_name("credit", index)}
+
+    @dg.asset(deps=[key("generations"), key("questions")], kinds={"delta"},
+              metadata=table_metadata("generation_rewards"), **common)
+    def generation_rewards(context: dg.AssetExecutionContext,
+                           lake: LakeResource) -> dg.MaterializeResult:
+        """Whether each generator answer is right (for analytics and the SA baseline)."""
+        return _generation_rewards(context, lake)
+
+    lineage = dg.AssetCheckSpec(
+        "lineage", asset=key("leaf_rewards"), blocking=True,
+        description="every row of the tree was made for its parent's current content (no "
+                    "stale subtree after a parent was regenerated); failing blocks credit")
+
+    @dg.asset(deps=[key("refinements"), key("questions")], kinds={"delta"},
+              check_specs=[lineage], metadata=table_metadata("leaf_rewards"), **common)
+    def leaf_rewards(context: dg.AssetExecutionContext, lake: LakeResource):
+        """Binary reward of every refinement: its final answer equals the ground truth."""
+        yield from _leaf_rewards(context, lake)
+
+    checks = [dg.AssetCheckSpec(name, asset=key("credit"), blocking=True,
+                                description=description)
+              for name, description in CREDIT_CHECKS.items()]
+
+    @dg.asset(deps=[leaf_rewards, key("generations"), key("critiques"), key("refinements")],
+              check_specs=checks, kinds={"duckdb", "delta"}, metadata=table_metadata("credit"),
+              **common)
+    def credit(context: dg.AssetExecutionContext, config: CreditConfig, lake: LakeResource):
+        """Value of every tree node (mean of its children's values) and its label at theta."""
+        yield from _credit(context, config, lake)
+
+    role_specs = [
+        dg.AssetSpec(key(name), group_name=rounds.group_name("role_datasets", index),
+                     partitions_def=shard_partitions, deps=[credit], kinds={"duckdb", "delta"},
+                     metadata=table_metadata(name),
+                     description=f"{_KIND[name in SFT_TABLES]} of the {role} (TRL "
+                                 "conversational format)")
+        for name, role in {**SFT_TABLES, **DPO_TABLES}.items()]
+    pair_checks = [dg.AssetCheckSpec("pairs_are_siblings", asset=key(name),
+                                     description="each pair: one positive, one negative, one "
+                                                 "parent")
+                   for name in DPO_TABLES]
+
+    @dg.multi_asset(name=rounds.op_name("role_dataset_tables", index), specs=role_specs,
+                    check_specs=pair_checks, can_subset=False)
+    def role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
+        """SFT and DPO datasets of every role for one partition, from its credit rows; each
+        table's metadata counts the rows left out as same-text noise
+        (``dropped_equal_text``)."""
+        yield from _role_dataset_tables(context, lake)
+
+    return [generation_rewards, leaf_rewards, credit, role_dataset_tables]

@@ -2,29 +2,38 @@
 
 import dagster as dg
 
-from assets.credit import credit, generation_rewards, leaf_rewards, role_dataset_tables
-from assets.evaluation import evaluation
-from assets.expansion import critiques, generations, refinements
-from assets.jobs import JOBS
-from assets.questions import dataset_catalog, questions
+from assets.credit import credit_assets
+from assets.evaluation import evaluation_assets
+from assets.expansion import expansion_assets
+from assets.jobs import all_jobs
+from assets.questions import ingest_assets
 from assets.resources import resources_for_env
-from assets.training import generator_adapter, refiner_adapter, verifier_adapter
+from assets.training import training_assets
+from malt_lake.environment import environment
 
-ALL_ASSETS = [
-    dataset_catalog, questions,
-    generations, critiques, refinements,
-    generation_rewards, leaf_rewards, credit, role_dataset_tables,
-    generator_adapter, verifier_adapter, refiner_adapter,
-    evaluation,
-]
+DEFINED_ROUNDS = environment().rounds
+
+
+def assets_of_round(index: int) -> list[dg.AssetsDefinition]:
+    """Round ``index``'s graph: round 1 under plain keys, round i >= 2 the same graph under
+    the key prefix ``round_<i>`` (``assets.rounds``), parents first."""
+    return [*ingest_assets(index), *expansion_assets(index), *credit_assets(index),
+            *training_assets(index), *evaluation_assets(index)]
+
+
+BASE_ASSETS = assets_of_round(1)
+
+ALL_ASSETS = [*BASE_ASSETS, *(asset for index in range(2, DEFINED_ROUNDS + 1)
+                              for asset in assets_of_round(index))]
+
 
 # in-process runs: the steps of a run share one process, so the backend resource's engine (the
 # model, on a GPU its memory) is created once per run and shared by G, V and R; independent
 # partitions still run in parallel as separate runs
 def definitions_for(resources: dict) -> dg.Definitions:
-    """The graph and its jobs over ``resources`` (the environment at run time, another round's
-    lake)."""
-    return dg.Definitions(assets=ALL_ASSETS, jobs=JOBS, resources=resources,
+    """The graph of every round and their jobs over ``resources`` (the environment at run
+    time)."""
+    return dg.Definitions(assets=ALL_ASSETS, jobs=all_jobs(DEFINED_ROUNDS), resources=resources,
                           executor=dg.in_process_executor)
 
 

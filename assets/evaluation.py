@@ -6,6 +6,7 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 import dagster as dg
 from pydantic import Field
 
+from assets import rounds
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
 from assets.table_metadata import column_schema, delta_metadata, table_metadata, write_id
@@ -45,17 +46,30 @@ class EvalConfig(dg.Config, EvalSettings):
         return EvalSettings(**self.model_dump(exclude={"ablations"}))
 
 
-@dg.asset(group_name="evaluate", partitions_def=dataset_partitions,
-          deps=["generator_adapter", "verifier_adapter", "refiner_adapter",  # same dataset
-                dg.AssetDep("questions", partition_mapping=dg.AllPartitionMapping())],
-          kinds={"delta", "llm"}, metadata=table_metadata("eval_predictions"))
-def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
-               project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
-    """SA, SA+MV, MA, MA+MV, MALT and MALT+MV (and the ablations, if asked) on the dataset's
-    held-out split, with paired bootstrap intervals for MALT against SA and MA."""
+def evaluation_assets(index: int) -> list[dg.AssetsDefinition]:
+    """Round ``index``'s evaluation, with that round's adapters (the same dataset's)."""
+
+    @dg.asset(key_prefix=rounds.key_prefix(index), group_name=rounds.group_name("evaluate", index),
+              partitions_def=dataset_partitions,
+              deps=[*(rounds.asset_key(f"{role}_adapter", index) for role in ROLES),
+                    dg.AssetDep(rounds.asset_key("questions", index),
+                                partition_mapping=dg.AllPartitionMapping())],
+              kinds={"delta", "llm"}, metadata=table_metadata("eval_predictions"))
+    def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
+                   project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
+        """SA, SA+MV, MA, MA+MV, MALT and MALT+MV (and the ablations, if asked) on the
+        dataset's held-out split, with paired bootstrap intervals for MALT against SA and
+        MA."""
+        return _evaluate(context, config, lake, project, backend)
+
+    return [evaluation]
+
+
+def _evaluate(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
+              project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
     dataset = context.partition_key
     spec = project.settings().dataset(dataset)
-    the_lake = lake.lake()
+    the_lake = lake.lake_for(context)
     store = AdapterStore(the_lake.root, dataset)
     adapters = store.current_paths(ROLES)
     ablations = (ablation_sets(adapters, store.current_sft_paths(ROLES))

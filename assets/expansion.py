@@ -6,6 +6,7 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 import dagster as dg
 import polars as pl
 
+from assets import rounds
 from assets.partitions import shard_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
 from assets.table_metadata import delta_metadata, table_metadata, write_id
@@ -14,6 +15,7 @@ from malt_lake.lake import partition_lock
 from malt_lake.lineage import data_version_of
 from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
+from malt_lake.training.store import AdapterStore
 
 
 class ExpandConfig(dg.Config, RoleSettings):
@@ -25,10 +27,12 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
             lake: LakeResource, project: ProjectResource,
             backend: BackendResource) -> dg.MaterializeResult:
     key = PartitionKey.parse(context.partition_key)
-    the_lake = lake.lake()
+    the_lake = lake.lake_for(context)
     table_name = ROLE_TABLE[role]
     spec = project.settings().dataset(key.dataset)
-    settings = RoleSettings(**config.model_dump()).with_budget(spec.budgets(), role)
+    adapter = config.adapter or _previous_round_adapter(context, lake, role, key.dataset)
+    settings = RoleSettings(**{**config.model_dump(), "adapter": adapter}).with_budget(
+        spec.budgets(), role)
     with partition_lock(the_lake, table_name, key):
         expansion = Expansion(the_lake, key, role, backend.engine(), settings,
                               log=context.log.info, prompts=spec.prompts,
@@ -52,31 +56,56 @@ def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
         "cut_loops": spec.cut_loops,
         "completion_tokens": tokens,
         "model": rows[0]["model"] if rows else "",
+        "round": rounds.round_of(context),
+        "adapter": settings.adapter or "none (base model)",
         **delta_metadata(expansion.written),
         "preview": dg.MetadataValue.md(to_markdown(pl.DataFrame(preview)) if preview
                                        else "empty"),
     })
 
 
-@dg.asset(group_name="expand", partitions_def=shard_partitions, deps=["questions"],
-          kinds={"delta", "llm"}, metadata=table_metadata("generations"))
-def generations(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
-                project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
-    """n generator answers per question."""
-    return _expand(context, "generator", config, lake, project, backend)
+def _previous_round_adapter(context: dg.AssetExecutionContext, lake: LakeResource, role: str,
+                            dataset: str) -> str | None:
+    """Round i >= 2 expands a role with round i-1's current adapter of that role and dataset
+    (the base model, with a warning, where round i-1 trained none: no positives)."""
+    index = rounds.round_of(context)
+    if index == 1:
+        return None
+    adapter = AdapterStore(lake.lake(index - 1).root, dataset).current_paths((role,))[role]
+    if adapter is None:
+        context.log.warning(f"round {index - 1} has no {dataset} {role} adapter: round {index} "
+                            f"expands the {role} with the base model")
+    return adapter
 
 
-@dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[generations],
-          kinds={"delta", "llm"}, metadata=table_metadata("critiques"))
-def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
-              project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
-    """n verifier critiques per generator answer."""
-    return _expand(context, "verifier", config, lake, project, backend)
+def expansion_assets(index: int) -> list[dg.AssetsDefinition]:
+    """Round ``index``'s expansion assets (``assets.rounds``)."""
+    common = {"key_prefix": rounds.key_prefix(index),
+              "group_name": rounds.group_name("expand", index),
+              "partitions_def": shard_partitions, "kinds": {"delta", "llm"}}
 
+    @dg.asset(deps=[rounds.asset_key("questions", index),
+                    *rounds.previous_adapter("generator", index)],
+              metadata=table_metadata("generations"), **common)
+    def generations(context: dg.AssetExecutionContext, config: ExpandConfig,
+                    lake: LakeResource, project: ProjectResource,
+                    backend: BackendResource) -> dg.MaterializeResult:
+        """n generator answers per question."""
+        return _expand(context, "generator", config, lake, project, backend)
 
-@dg.asset(group_name="expand", partitions_def=shard_partitions, deps=[critiques],
-          kinds={"delta", "llm"}, metadata=table_metadata("refinements"))
-def refinements(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
-                project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
-    """n refiner final answers per critique: the leaves of the tree."""
-    return _expand(context, "refiner", config, lake, project, backend)
+    @dg.asset(deps=[generations, *rounds.previous_adapter("verifier", index)],
+              metadata=table_metadata("critiques"), **common)
+    def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
+                  project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
+        """n verifier critiques per generator answer."""
+        return _expand(context, "verifier", config, lake, project, backend)
+
+    @dg.asset(deps=[critiques, *rounds.previous_adapter("refiner", index)],
+              metadata=table_metadata("refinements"), **common)
+    def refinements(context: dg.AssetExecutionContext, config: ExpandConfig,
+                    lake: LakeResource, project: ProjectResource,
+                    backend: BackendResource) -> dg.MaterializeResult:
+        """n refiner final answers per critique: the leaves of the tree."""
+        return _expand(context, "refiner", config, lake, project, backend)
+
+    return [generations, critiques, refinements]

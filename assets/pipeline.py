@@ -2,10 +2,11 @@
 
 One round: questions → G/V/R trees of the training shards → rewards, credit, role datasets →
 three adapters per dataset → evaluation on each dataset's held-out split with its own
-adapters. Round i+1 (the paper's future work) lives in its own lake,
-``<warehouse>/rounds/round-<i+1>/``, and expands each dataset's trees with round i's adapters
-of that dataset (G with G's, V with V's, R with R's); its adapters are fresh LoRAs on the base
-model trained on the new trees, and it has its own evaluation table.
+adapters. Round i+1 (the paper's future work) is the same graph under the asset key prefix
+``round_<i+1>`` (``assets.rounds``), in its own lake ``<warehouse>/rounds/round-<i+1>/``; its
+expansion assets expand each dataset's trees with round i's adapters of that dataset (G with
+G's, V with V's, R with R's); its adapters are fresh LoRAs on the base model trained on the
+new trees, and it has its own evaluation table.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from assets import runner
+from assets import rounds, runner
 from malt_lake.errors import MaltLakeError
 from malt_lake.evaluate import stored_comparisons, summary
 from malt_lake.lake import Lake
 from malt_lake.names import ROLES
+from malt_lake.settings import round_warehouse
 from malt_lake.training.store import AdapterStore
 
 Say = Callable[[str], None]
@@ -54,13 +56,9 @@ class RoundResult:
     comparisons: dict[str, pa.Table] = field(default_factory=dict)
 
 
-def round_warehouse(root: Path, index: int) -> Path:
-    return root if index == 1 else root / "rounds" / f"round-{index}"
-
-
-def ingest(warehouse: Path | None, datasets: list[str] | None, say: Say) -> list[str]:
-    """The shard catalog (registers partitions) and every shard's questions."""
-    runner.materialize(["dataset_catalog"], warehouse=warehouse)
+def ingest(datasets: list[str] | None, say: Say, round_index: int = 1) -> list[str]:
+    """A round's shard catalog (registers partitions) and every shard's questions."""
+    runner.materialize(["dataset_catalog"], round_index=round_index)
     configured = runner.registered_partitions(kind="datasets")
     unknown = sorted(set(datasets or []) - set(configured))
     if unknown:
@@ -69,28 +67,25 @@ def ingest(warehouse: Path | None, datasets: list[str] | None, say: Say) -> list
     keys = [k for k in runner.registered_partitions()
             if not datasets or k.split(".", 1)[0] in datasets]
     for key in keys:
-        runner.materialize(["questions"], partition_key=key, warehouse=warehouse)
+        runner.materialize(["questions"], partition_key=key, round_index=round_index)
     say(f"ingested {len(keys)} partition(s)")
     return keys
 
 
-def run_round(index: int, root: Path, plan: RoundPlan, previous: Adapters | None,
-              say: Say) -> RoundResult:
+def run_round(index: int, root: Path, plan: RoundPlan, say: Say) -> RoundResult:
     warehouse = round_warehouse(root, index)
     if index > 1:
-        say(f"[bold]round {index}[/bold]: lake {warehouse}, trees expanded with round "
-            f"{index - 1}'s adapters")
-        ingest(warehouse, plan.datasets, say)
+        say(f"[bold]round {index}[/bold]: assets {rounds.prefix(index)}/..., lake {warehouse}, "
+            f"trees expanded with round {index - 1}'s adapters")
+        ingest(plan.datasets, say, index)
     tree = runner.expand_selection(["tree"])
     sampling = {k: v for k, v in {"n": plan.n, "max_tokens": plan.max_tokens}.items()
                 if v is not None}
     for key in plan.train_partitions:
-        dataset = key.split(".", 1)[0]
-        config = runner.run_config_for(plan.theta, sampling, tree,
-                                       role_adapters=(previous or {}).get(dataset))
         say(f"[bold]expanding {key}[/bold] (n={plan.n}, max_tokens="
             f"{plan.max_tokens or 'the dataset budgets'})")
-        runner.materialize(tree, key, config, warehouse=warehouse)
+        runner.materialize(tree, key, runner.run_config_for(plan.theta, sampling, tree),
+                           round_index=index)
     train = {k: v for k, v in {"max_steps": plan.train_steps, "recipe": plan.recipe}.items()
              if v is not None}
     adapters = runner.expand_selection(["adapters"])
@@ -98,7 +93,7 @@ def run_round(index: int, root: Path, plan: RoundPlan, previous: Adapters | None
         say(f"[bold]training {dataset} adapters[/bold] (G: SFT; V, R: SFT then DPO)")
         runner.materialize(adapters, dataset,
                            runner.run_config_for(selection=adapters, train=train),
-                           warehouse=warehouse)
+                           round_index=index)
     result = RoundResult(index, warehouse, {
         dataset: AdapterStore(warehouse, dataset).current_paths(ROLES)
         for dataset in plan.datasets})
@@ -109,7 +104,7 @@ def run_round(index: int, root: Path, plan: RoundPlan, previous: Adapters | None
     for dataset in plan.datasets:
         say(f"[bold]evaluating {dataset}[/bold] on held-out questions ({plan.seeds} seed(s))")
         runner.materialize(["evaluation"], dataset, runner.run_config_for(
-            selection=["evaluation"], evaluation=evaluation), warehouse=warehouse)
+            selection=["evaluation"], evaluation=evaluation), round_index=index)
         result.summaries[dataset] = summary(Lake(warehouse), dataset)
         result.comparisons[dataset] = stored_comparisons(Lake(warehouse), dataset)
     return result

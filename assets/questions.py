@@ -5,6 +5,7 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 
 import dagster as dg
 
+from assets import rounds
 from assets.partitions import dataset_partitions, shard_partitions
 from assets.resources import LakeResource, ProjectResource
 from assets.table_metadata import delta_metadata, table_metadata, write_id
@@ -15,14 +16,11 @@ from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
 
 
-@dg.asset(group_name="ingest", kinds={"delta", "polars"}, metadata=table_metadata("shards"))
-def dataset_catalog(
-    context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource
-) -> dg.MaterializeResult:
-    """Validates every configured dataset split and registers one partition per shard."""
+def _catalog(context: dg.AssetExecutionContext, lake: LakeResource,
+             project: ProjectResource) -> dg.MaterializeResult:
     settings = project.settings()
     catalog = build_catalog(settings)
-    the_lake = lake.lake()
+    the_lake = lake.lake_for(context)
     with partition_lock(the_lake, "shards"):
         the_lake.create_tables()  # before partition writers fan out
         written = write_catalog(the_lake, catalog)
@@ -47,16 +45,10 @@ def dataset_catalog(
     })
 
 
-@dg.asset(
-    group_name="ingest", partitions_def=shard_partitions, deps=[dataset_catalog],
-    kinds={"delta", "polars"}, metadata=table_metadata("questions"),
-)
-def questions(
-    context: dg.AssetExecutionContext, lake: LakeResource, project: ProjectResource
-) -> dg.MaterializeResult:
-    """The validated question rows of one shard, with deterministic ids."""
+def _questions(context: dg.AssetExecutionContext, lake: LakeResource,
+               project: ProjectResource) -> dg.MaterializeResult:
     key = PartitionKey.parse(context.partition_key)
-    the_lake = lake.lake()
+    the_lake = lake.lake_for(context)
     with partition_lock(the_lake, "questions", key):
         table = shard_questions(the_lake, project.settings(), key)
         written = the_lake.write_partition("questions", key, table,
@@ -68,3 +60,23 @@ def questions(
         "preview": dg.MetadataValue.md(to_markdown(preview)),
     })
 
+
+def ingest_assets(index: int) -> list[dg.AssetsDefinition]:
+    """Round ``index``'s catalog and questions (each round's lake holds its own copy)."""
+    common = {"key_prefix": rounds.key_prefix(index),
+              "group_name": rounds.group_name("ingest", index), "kinds": {"delta", "polars"}}
+
+    @dg.asset(metadata=table_metadata("shards"), **common)
+    def dataset_catalog(context: dg.AssetExecutionContext, lake: LakeResource,
+                        project: ProjectResource) -> dg.MaterializeResult:
+        """Validates every configured dataset split and registers one partition per shard."""
+        return _catalog(context, lake, project)
+
+    @dg.asset(partitions_def=shard_partitions, deps=[dataset_catalog],
+              metadata=table_metadata("questions"), **common)
+    def questions(context: dg.AssetExecutionContext, lake: LakeResource,
+                  project: ProjectResource) -> dg.MaterializeResult:
+        """The validated question rows of one shard, with deterministic ids."""
+        return _questions(context, lake, project)
+
+    return [dataset_catalog, questions]

@@ -8,11 +8,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from assets.rounds import round_of
 from malt_lake.backends import Backend, BackendSettings, build_backend
 from malt_lake.environment import environment
 from malt_lake.errors import ConfigError
 from malt_lake.lake import Lake
-from malt_lake.settings import ProjectSettings, load_settings, warehouse_root
+from malt_lake.settings import ProjectSettings, load_settings, round_warehouse, warehouse_root
 from malt_lake.training.config import Recipe, load_recipe
 
 
@@ -21,8 +22,13 @@ class LakeResource(dg.ConfigurableResource):
 
     warehouse: str = Field(description="Warehouse root directory (MALT_WAREHOUSE).")
 
-    def lake(self) -> Lake:
-        return Lake(self.warehouse)
+    def lake(self, round_index: int = 1) -> Lake:
+        """Round ``round_index``'s lake (round 1: the warehouse itself)."""
+        return Lake(round_warehouse(Path(self.warehouse).expanduser(), round_index))
+
+    def lake_for(self, context: dg.AssetExecutionContext) -> Lake:
+        """The lake of the round whose asset is running (``assets.rounds``)."""
+        return self.lake(round_of(context))
 
 
 class ProjectResource(dg.ConfigurableResource):

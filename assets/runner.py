@@ -11,9 +11,10 @@ from typing import Any
 
 import dagster as dg
 
+from assets.rounds import asset_key, check_round, job_name, op_name
 from malt_lake.environment import environment
 from malt_lake.errors import MaltLakeError
-from malt_lake.names import ROLES, PartitionKey
+from malt_lake.names import PartitionKey
 from malt_lake.settings import warehouse_root
 
 
@@ -60,14 +61,15 @@ def partitioning(asset: str) -> str | None:
 
 @cache
 def job_assets() -> dict[str, tuple[str, ...]]:
-    """Each job's asset names (``assets.jobs``), in the graph's order (parents first)."""
-    from assets.definitions import ALL_ASSETS, defs
-    from assets.jobs import JOBS
+    """Each job's asset names (``assets.jobs``, as round 1 names them), in the graph's order
+    (parents first); a later round's job holds the same names under its prefix."""
+    from assets.definitions import BASE_ASSETS, defs
+    from assets.jobs import jobs_of_round
 
     graph = defs.resolve_asset_graph()
-    ordered = [spec.key for asset in ALL_ASSETS for spec in asset.specs]
+    ordered = [spec.key for asset in BASE_ASSETS for spec in asset.specs]
     out = {}
-    for job in JOBS:
+    for job in jobs_of_round(1):
         chosen = job.selection.resolve(graph)
         out[job.name] = tuple(key.to_user_string() for key in ordered if key in chosen)
     return out
@@ -95,20 +97,17 @@ def job_for(selection: Sequence[str]) -> str | None:
 
 def run_config_for(theta: float | None = None, role_overrides: dict[str, Any] | None = None,
                    selection: Sequence[str] = (), *,
-                   role_adapters: dict[str, str] | None = None,
                    train: dict[str, Any] | None = None,
                    evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run config for the selected assets: theta for credit, sampling overrides (and a LoRA
-    adapter per role, for later rounds) for expansion, training and evaluation settings."""
+    """Run config for the selected assets: theta for credit, sampling overrides for
+    expansion, training and evaluation settings (the same in every round: a later round's
+    expansion finds the previous round's adapters itself)."""
     ops: dict[str, Any] = {}
     if theta is not None and "credit" in selection:
         ops["credit"] = {"config": {"theta": theta}}
-    for asset, role in zip(EXPANSION, ROLES, strict=True):
-        config = dict(role_overrides or {})
-        if role_adapters and role_adapters.get(role):
-            config["adapter"] = role_adapters[role]
-        if config and asset in selection:
-            ops[asset] = {"config": config}
+    for asset in EXPANSION:
+        if role_overrides and asset in selection:
+            ops[asset] = {"config": dict(role_overrides)}
     for asset in ADAPTERS:
         if train and asset in selection:
             ops[asset] = {"config": dict(train)}
@@ -122,13 +121,14 @@ def materialize(
     partition_key: str | None = None,
     run_config: dict[str, Any] | None = None,
     dagster_instance: dg.DagsterInstance | None = None,
-    warehouse: Path | None = None,
+    round_index: int = 1,
 ) -> dg.ExecuteInJobResult:
-    """Run one materialization of ``selection`` (asset names) for one partition, in the
-    default lake or in ``warehouse`` (a later round's lake)."""
-    from assets.definitions import ALL_ASSETS, definitions_for
+    """Run one materialization of ``selection`` (asset names, as round 1 names them) for one
+    partition, in round ``round_index`` (``assets.rounds``: its keys, jobs and lake)."""
+    from assets.definitions import DEFINED_ROUNDS, assets_of_round, definitions_for
     from assets.resources import resources_for_env
 
+    check_round(round_index, DEFINED_ROUNDS)
     dagster_instance = dagster_instance or instance()
     selection = expand_selection(selection)
     kinds = {partitioning(asset) for asset in selection}
@@ -152,26 +152,39 @@ def materialize(
                 f"{', '.join(known[:5])}{' ...' if len(known) > 5 else ''})"
             )
 
-    resources = resources_for_env(warehouse=warehouse)  # the environment now, not at import
-    run_config = {**quiet_logging(), **(run_config or {})}
+    resources = resources_for_env()  # the environment now, not at import
+    run_config = {**quiet_logging(), **in_round(run_config or {}, round_index)}
     job = job_for(selection)
     if job is not None:  # a named run, as the UI's launchpad starts it
-        result = definitions_for(resources).resolve_job_def(job).execute_in_process(
+        result = definitions_for(resources).resolve_job_def(
+            job_name(job, round_index)).execute_in_process(
             run_config=run_config, instance=dagster_instance, partition_key=partition_key,
             raise_on_error=False)
     else:
-        result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition_key,
-                                run_config=run_config, resources=resources,
-                                instance=dagster_instance, raise_on_error=False)
+        result = dg.materialize(assets_of_round(round_index),
+                                selection=[asset_key(name, round_index) for name in selection],
+                                partition_key=partition_key, run_config=run_config,
+                                resources=resources, instance=dagster_instance,
+                                raise_on_error=False)
     if not result.success:
-        raise MaltLakeError(_failure_message(result, selection, partition_key))
+        raise MaltLakeError(_failure_message(result, selection, partition_key, round_index))
     return result
 
 
+def in_round(run_config: dict[str, Any], round_index: int) -> dict[str, Any]:
+    """``run_config`` (ops named as in round 1) for round ``round_index``, whose ops carry
+    its prefix (``round_2__credit``)."""
+    if round_index == 1 or "ops" not in run_config:
+        return run_config
+    ops = {op_name(name, round_index): value for name, value in run_config["ops"].items()}
+    return {**run_config, "ops": ops}
+
+
 def _failure_message(result: dg.ExecuteInJobResult, selection: Sequence[str],
-                     partition_key: str | None) -> str:
+                     partition_key: str | None, round_index: int) -> str:
     failures = [event for event in result.all_events if event.is_step_failure]
     where = f" for partition {partition_key}" if partition_key else ""
+    where += f" in round {round_index}" if round_index > 1 else ""
     details = []
     for event in failures:
         error = event.step_failure_data.error

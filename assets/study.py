@@ -26,6 +26,7 @@ from malt_lake.markdown import to_markdown
 from malt_lake.names import PartitionKey
 from malt_lake.query import fetch, run_read_only
 from malt_lake.report import comparisons_markdown, points
+from malt_lake.settings import warehouse_root
 from malt_lake.training.store import AdapterStore
 
 STUDY_DATASET = "arith"
@@ -59,18 +60,20 @@ class StudyResult:
     summary: pa.Table | None = None
 
 
-def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
-    """Ingest, expand, credit, role data, adapters, evaluation; then the study report."""
+def run_study(plan: StudyPlan, say: Say) -> StudyResult:
+    """Ingest, expand, credit, role data, adapters, evaluation; then the study report, in
+    the environment's warehouse (the study's own: ``malt-lake study`` sets it)."""
+    warehouse = warehouse_root()
     lake = Lake(warehouse)
     phases: dict[str, float] = {}
 
     started = time.perf_counter()
-    runner.materialize(["dataset_catalog"], warehouse=warehouse)
+    runner.materialize(["dataset_catalog"])
     dataset = plan.dataset
     keys = catalog_keys(lake, dataset)  # this project's shards, not every key the instance saw
     for key in keys:
         if not lake.has_partition("questions", PartitionKey.parse(key)):
-            runner.materialize(["questions"], partition_key=key, warehouse=warehouse)
+            runner.materialize(["questions"], partition_key=key)
     phases["ingest"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -84,15 +87,13 @@ def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
         missing = [t for t in tree if not lake.has_partition(t, PartitionKey.parse(key))]
         if not missing:
             say(f"tree {key}: in the lake already; credit and role data at theta {plan.theta}")
-            runner.materialize(cheap, key, runner.run_config_for(plan.theta, selection=cheap),
-                               warehouse=warehouse)
+            runner.materialize(cheap, key, runner.run_config_for(plan.theta, selection=cheap))
         elif key in chosen:
             # from the first missing table on: a finished role is not generated again
             todo = tree[tree.index(missing[0]):]
             say(f"[bold]expanding {key}[/bold] ({chosen.index(key) + 1}/{len(chosen)}, "
                 f"n={plan.n}){'' if todo == tree else f': resuming at {todo[0]}'}")
-            runner.materialize(todo, key, runner.run_config_for(plan.theta, sampling, todo),
-                               warehouse=warehouse)
+            runner.materialize(todo, key, runner.run_config_for(plan.theta, sampling, todo))
     phases["expansion, rewards, credit, role data"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -101,8 +102,7 @@ def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
                                       "max_steps": plan.train_steps}.items() if v is not None}
     say(f"[bold]training adapters[/bold] (recipe {plan.recipe})")
     runner.materialize(adapters, dataset,
-                       runner.run_config_for(selection=adapters, train=train_config),
-                       warehouse=warehouse)
+                       runner.run_config_for(selection=adapters, train=train_config))
     phases["training"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -114,7 +114,7 @@ def run_study(warehouse: Path, plan: StudyPlan, say: Say) -> StudyResult:
         f"{plan.eval_limit or 'every'} held-out question(s) per seed"
         f"{', with ablations' if plan.ablations else ''})")
     runner.materialize(["evaluation"], dataset, runner.run_config_for(
-        selection=["evaluation"], evaluation=evaluation), warehouse=warehouse)
+        selection=["evaluation"], evaluation=evaluation))
     phases["evaluation"] = time.perf_counter() - started
 
     result = StudyResult(warehouse, warehouse / "reports" / f"study-{dataset}.md",

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets import rounds
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.markdown import to_markdown
@@ -39,7 +40,7 @@ def _train(context: dg.AssetExecutionContext, role: str, config: TrainConfig,
     backend.check_base_model(recipe.base_model)
     backend.release()  # an engine of this run (expansion, evaluation) gives its memory back
     pooled = [d.name for d in project.settings().datasets] if config.pool else None
-    result = train_role(lake.lake(), role, recipe, dataset=dataset, pooled=pooled,
+    result = train_role(lake.lake_for(context), role, recipe, dataset=dataset, pooled=pooled,
                         split=config.split, force=config.force, log=context.log.info)
     return dg.MaterializeResult(
         metadata=_metadata(result),
@@ -77,33 +78,39 @@ def _metadata(result: RoleTraining) -> dict:
     return meta
 
 
-def _role_data(*tables: str) -> list[dg.AssetDep]:
-    """Every shard of the role tables (the asset itself reads its dataset's train shards)."""
-    return [dg.AssetDep(t, partition_mapping=dg.AllPartitionMapping()) for t in tables]
+def training_assets(index: int) -> list[dg.AssetsDefinition]:
+    """Round ``index``'s three adapters, each reading every shard of its role tables (the
+    asset itself reads its dataset's train shards)."""
+    common = {"key_prefix": rounds.key_prefix(index),
+              "group_name": rounds.group_name("train", index),
+              "partitions_def": dataset_partitions, "kinds": {"pytorch", "peft"}}
 
+    def role_data(*tables: str) -> list[dg.AssetDep]:
+        return [dg.AssetDep(rounds.asset_key(t, index),
+                            partition_mapping=dg.AllPartitionMapping()) for t in tables]
 
-@dg.asset(group_name="train", partitions_def=dataset_partitions,
-          deps=_role_data("sft_generator"), kinds={"pytorch", "peft"})
-def generator_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                      lake: LakeResource, project: ProjectResource, training: TrainingResource,
-                      backend: BackendResource) -> dg.MaterializeResult:
-    """Generator LoRA: SFT on the answers whose value beat θ."""
-    return _train(context, "generator", config, lake, project, training, backend)
+    @dg.asset(deps=role_data("sft_generator"), **common)
+    def generator_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
+                          lake: LakeResource, project: ProjectResource,
+                          training: TrainingResource,
+                          backend: BackendResource) -> dg.MaterializeResult:
+        """Generator LoRA: SFT on the answers whose value beat θ."""
+        return _train(context, "generator", config, lake, project, training, backend)
 
+    @dg.asset(deps=role_data("sft_verifier", "dpo_verifier"), **common)
+    def verifier_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
+                         lake: LakeResource, project: ProjectResource,
+                         training: TrainingResource,
+                         backend: BackendResource) -> dg.MaterializeResult:
+        """Verifier LoRA: SFT on positive critiques, then DPO on sibling pairs (ref = SFT)."""
+        return _train(context, "verifier", config, lake, project, training, backend)
 
-@dg.asset(group_name="train", partitions_def=dataset_partitions,
-          deps=_role_data("sft_verifier", "dpo_verifier"), kinds={"pytorch", "peft"})
-def verifier_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                     lake: LakeResource, project: ProjectResource, training: TrainingResource,
-                     backend: BackendResource) -> dg.MaterializeResult:
-    """Verifier LoRA: SFT on positive critiques, then DPO on sibling pairs (ref = SFT)."""
-    return _train(context, "verifier", config, lake, project, training, backend)
+    @dg.asset(deps=role_data("sft_refiner", "dpo_refiner"), **common)
+    def refiner_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
+                        lake: LakeResource, project: ProjectResource,
+                        training: TrainingResource,
+                        backend: BackendResource) -> dg.MaterializeResult:
+        """Refiner LoRA: SFT on positive refinements, then DPO on sibling pairs (ref = SFT)."""
+        return _train(context, "refiner", config, lake, project, training, backend)
 
-
-@dg.asset(group_name="train", partitions_def=dataset_partitions,
-          deps=_role_data("sft_refiner", "dpo_refiner"), kinds={"pytorch", "peft"})
-def refiner_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                    lake: LakeResource, project: ProjectResource, training: TrainingResource,
-                    backend: BackendResource) -> dg.MaterializeResult:
-    """Refiner LoRA: SFT on positive refinements, then DPO on sibling pairs (ref = SFT)."""
-    return _train(context, "refiner", config, lake, project, training, backend)
+    return [generator_adapter, verifier_adapter, refiner_adapter]

@@ -20,7 +20,7 @@ from rich.table import Table
 from malt_lake.errors import MaltLakeError
 from malt_lake.lake import MIN_VACUUM_HOURS, Lake
 from malt_lake.query import run_read_only
-from malt_lake.settings import warehouse_root
+from malt_lake.settings import round_warehouse, warehouse_root
 
 app = typer.Typer(
     name="malt-lake",
@@ -32,8 +32,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def current_lake() -> Lake:
-    return Lake(warehouse_root())
+def current_lake(round_index: int = 1) -> Lake:
+    """The environment's lake, or a later MALT round's (``<warehouse>/rounds/round-<i>``)."""
+    return Lake(round_warehouse(warehouse_root(), round_index))
+
+
+RoundOption = Annotated[int, typer.Option(
+    "--round", min=1, help="MALT round i's lake (i >= 2: <warehouse>/rounds/round-<i>).")]
 
 
 @app.command()
@@ -45,9 +50,11 @@ def sql(
         "--as-of", metavar="TABLE=VERSION",
         help="Also read TABLE at an earlier Delta version, as the view TABLE_vVERSION "
              "(repeatable; `select * from lake_versions` lists them).")] = None,
+    round_index: RoundOption = 1,
 ) -> None:
     """Query the lake's DuckDB views (questions, generations, credit, ...), read-only."""
-    result = pl.from_arrow(run_read_only(current_lake(), query, _versions(as_of or [])))
+    result = pl.from_arrow(run_read_only(current_lake(round_index), query,
+                                         _versions(as_of or [])))
     assert isinstance(result, pl.DataFrame)
     if fmt == "csv":
         sys.stdout.write(result.write_csv())
@@ -76,12 +83,14 @@ def export(
     version: Annotated[int | None, typer.Option(
         help="The Delta version to export (default: the latest).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Only this dataset's rows.")] = None,
+    round_index: RoundOption = 1,
 ) -> None:
     """Write one version of a table as one plain Parquet or JSON Lines file, for tools that
     do not read Delta (a Parquet glob over the table would also read replaced versions)."""
     from malt_lake.export import export_table
 
-    path, rows = export_table(current_lake(), table, to, version=version, dataset=dataset)
+    path, rows = export_table(current_lake(round_index), table, to, version=version,
+                              dataset=dataset)
     console.print(f"{rows} row(s) of {table} written to {path}")
 
 
@@ -135,12 +144,13 @@ def partitions() -> None:
 def tree(
     question_id: Annotated[str, typer.Argument(help="A question id, e.g. arith-train-000003.")],
     width: Annotated[int, typer.Option(help="Characters of each node's text to show.")] = 70,
+    round_index: RoundOption = 1,
 ) -> None:
     """Print one question's tree: every answer, critique and refinement with its extracted
     answer, reward (leaves), value and label (+ positive, − negative at the current θ)."""
     from malt_lake.tree_view import load_tree, render_tree
 
-    question, nodes = load_tree(current_lake(), question_id)
+    question, nodes = load_tree(current_lake(round_index), question_id)
     console.print(render_tree(question, nodes, width))
     theta = next((n["theta"] for n in nodes if n["theta"] is not None), None)
     console.print(f"[dim]{len(nodes)} nodes; labels at theta = {theta}[/dim]")

@@ -40,6 +40,8 @@ class Environment(BaseModel):
     fake_delay_s: float | None = Field(None, ge=0, description="MALT_FAKE_DELAY_S: seconds "
                                        "per batch of the fake backend.")
     recipe: str | None = Field(None, description="MALT_RECIPE: training recipe name or TOML.")
+    rounds: int = Field(2, ge=1, le=9, description="MALT_ROUNDS: MALT rounds the asset graph "
+                        "holds (round i >= 2 expands with round i-1's adapters).")
     cache: str | None = Field(None, description="MALT_CACHE: the embedded model's copy.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "WARNING", description="MALT_LOG_LEVEL: Dagster console log level of CLI runs.")

@@ -251,6 +251,12 @@ def warehouse_root() -> Path:
     return (Path.cwd() / "warehouse").resolve()
 
 
+def round_warehouse(root: Path, index: int) -> Path:
+    """Round ``index``'s lake: the warehouse itself for round 1, ``rounds/round-<i>`` under it
+    for a later round (its own tables, adapters and reports)."""
+    return root if index == 1 else root / "rounds" / f"round-{index}"
+
+
 def is_source_checkout() -> bool:
     """malt_lake imported from its repository (editable install, or run in place), whether
     or not its warehouse/ exists yet."""

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from assets.evaluation import EvalConfig
-from assets.expansion import ExpandConfig, generations
+from assets.expansion import ExpandConfig, expansion_assets
 from assets.resources import BackendResource, resources_for_env
 from malt_lake.backends import BackendSettings, build_backend
 from malt_lake.environment import VARIABLES, environment
@@ -41,7 +41,7 @@ def test_config_classes_are_the_library_settings():
 def test_a_dagster_run_refuses_out_of_bounds_config(lake, instance):
     instance.add_dynamic_partitions("shards", ["arith.train.0000"])
     result = dg.materialize(
-        [generations], partition_key="arith.train.0000", resources=asset_resources(lake),
+        expansion_assets(1)[:1], partition_key="arith.train.0000", resources=asset_resources(lake),
         instance=instance, run_config={"ops": {"generations": {"config": {"n": 0}}}},
         raise_on_error=False)
     assert not result.success
