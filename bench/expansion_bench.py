@@ -1,5 +1,6 @@
 """Tree-expansion throughput: our batched expansion vs a naive one-request-at-a-time loop
-vs plain batched Hugging Face ``generate``, on the same model, prompts, n and token budget,
+vs plain batched Hugging Face ``generate`` vs transformers' continuous batching
+(``generate_batch``, the maintained baseline), on the same model, prompts, n and token budget,
 side by side in one run; plus the machine's bf16 matmul throughput at the model's shapes and
 our tokens/s as a fraction of that compute ceiling (2 x parameters FLOPs per token; see
 ``ceiling_measurements`` for how the matmuls are mixed), measured right before and right
@@ -36,10 +37,10 @@ def prompts(count: int) -> list[list[dict]]:
     return [tpl.render(p.question) for p in arithmetic(ArithmeticSource(count=count, seed=42))]
 
 
-def generated_tokens(sequences: torch.Tensor, eos_ids: list[int], pad_id: int) -> int:
+def generated_tokens(sequences: torch.Tensor | list[list[int]], eos_ids: list[int]) -> int:
     """Tokens up to and excluding the first EOS of each row (padding never counts)."""
     total = 0
-    for row in sequences.tolist():
+    for row in sequences.tolist() if isinstance(sequences, torch.Tensor) else sequences:
         for token in row:
             if token in eos_ids:
                 break
@@ -69,8 +70,7 @@ def naive(backend: TransformersBackend, model, messages: list[list[dict]],
         for _ in range(params.n):
             out = model.generate(**ids, do_sample=True, temperature=params.temperature,
                                  max_new_tokens=params.max_tokens, pad_token_id=tok.pad_token_id)
-            tokens += generated_tokens(out[:, ids["input_ids"].shape[1]:], backend.eos_ids,
-                                       tok.pad_token_id)
+            tokens += generated_tokens(out[:, ids["input_ids"].shape[1]:], backend.eos_ids)
     return tokens, time.perf_counter() - started
 
 
@@ -88,9 +88,27 @@ def plain_batched(backend: TransformersBackend, model, messages: list[list[dict]
         out = model.generate(**ids, do_sample=True, temperature=params.temperature,
                              max_new_tokens=params.max_tokens, num_return_sequences=params.n,
                              pad_token_id=tok.pad_token_id)
-        tokens += generated_tokens(out[:, ids["input_ids"].shape[1]:], backend.eos_ids,
-                                   tok.pad_token_id)
+        tokens += generated_tokens(out[:, ids["input_ids"].shape[1]:], backend.eos_ids)
     return tokens, time.perf_counter() - started
+
+
+def continuous_batching(backend: TransformersBackend, model, messages: list[list[dict]],
+                        params: SamplingParams) -> tuple[int, float]:
+    """transformers' own continuous batching (``generate_batch``, paged attention): the
+    maintained baseline our decoder is measured against."""
+    from transformers import GenerationConfig
+
+    tok = backend.tokenizer
+    texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+             for m in messages]
+    inputs = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
+    config = GenerationConfig(do_sample=True, temperature=params.temperature,
+                              max_new_tokens=params.max_tokens, num_return_sequences=params.n,
+                              eos_token_id=backend.eos_ids, pad_token_id=tok.pad_token_id)
+    started = time.perf_counter()
+    out = model.generate_batch(inputs, generation_config=config, progress_bar=False)
+    seconds = time.perf_counter() - started
+    return generated_tokens([o.generated_tokens for o in out.values()], backend.eos_ids), seconds
 
 
 def ours(backend: TransformersBackend, messages: list[list[dict]], params: SamplingParams
@@ -166,6 +184,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--naive-questions", type=int, default=2,
                         help="the naive loop is slow; its tokens/s is measured on fewer")
+    parser.add_argument("--generate-batch-questions", type=int, default=16,
+                        help="questions for transformers' generate_batch (0: skip it)")
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-batch-rows", type=int, default=192)
@@ -182,6 +202,8 @@ def main() -> None:
     warm = SamplingParams(n=args.n, temperature=0.3, max_tokens=4, seed=1)
     ours(backend, messages, warm)
     plain_batched(backend, stock, messages[:32], warm, 32)
+    if args.generate_batch_questions:
+        continuous_batching(backend, stock, messages[:args.generate_batch_questions], warm)
     results = {}
     # the ceiling is measured right before and right after our run and averaged: on a shared
     # machine the matmul rate drifts by ±10 % over minutes, and the fraction should compare
@@ -191,6 +213,9 @@ def main() -> None:
         ("ours", lambda: ours(backend, messages, params)),
         ("plain_generate_batch32", lambda: plain_batched(backend, stock, messages, params, 32)),
         ("naive_loop", lambda: naive(backend, stock, messages[:args.naive_questions], params)),
+        *([("transformers_generate_batch", lambda: continuous_batching(
+            backend, stock, messages[:args.generate_batch_questions], params))]
+          if args.generate_batch_questions else []),
     ]:
         tokens, seconds = run()
         results[name] = {"tokens": tokens, "seconds": round(seconds, 2),
@@ -208,6 +233,9 @@ def main() -> None:
         "ratio_vs_naive": round(ours_rate / results["naive_loop"]["tok_per_s"], 2),
         "ratio_vs_plain_generate_batch32": round(
             ours_rate / results["plain_generate_batch32"]["tok_per_s"], 2),
+        **({"ratio_vs_transformers_generate_batch": round(
+            ours_rate / results["transformers_generate_batch"]["tok_per_s"], 2)}
+           if args.generate_batch_questions else {}),
         "bf16_matmul_gflops": round(gflops, 1),
         "bf16_matmul_gflops_before_and_after_ours": [round(before["shape_mix"], 1),
                                                      round(after["shape_mix"], 1)],

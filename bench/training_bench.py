@@ -7,6 +7,12 @@ TRL → adapter + manifest) and through a hand-written TRL script on the same ro
 from the Parquet files. Reports trainer tokens/s (TRL's own token count over its train
 runtime) and end-to-end seconds of each, and their ratios.
 
+It also prints the day's bf16 matmul rate (the expansion bench's shape mix, measured before
+and after the runs; the CPU recipe computes in bf16 autocast) and each stage's tokens/s as a
+fraction of the bound that rate sets: 4 x parameters FLOPs a token for SFT (forward, and the
+activation gradients through the frozen base), 6 x for DPO (plus the reference model's
+forward); LoRA's own FLOPs and attention are left out, so the bound is optimistic.
+
     .venv/bin/python bench/training_bench.py --steps 4 --repeats 1
 """
 
@@ -124,11 +130,25 @@ def direct(root: Path, steps: int, out: Path) -> dict:
             "sft_tokens": tokens(sft), "dpo_tokens": tokens(dpo)}
 
 
+def matmul_rate(rows: int = 512) -> float:
+    """bf16 GFLOP/s at the model's shapes in forward-pass proportions (``rows`` tokens)."""
+    from expansion_bench import ceiling_measurements, stock_model
+
+    return ceiling_measurements(stock_model(), rows)["shape_mix"]
+
+
+def parameters() -> int:
+    from expansion_bench import stock_model
+
+    return sum(p.numel() for p in stock_model().parameters())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4, help="Optimizer steps per stage.")
     parser.add_argument("--repeats", type=int, default=1, help="Alternating pairs of runs.")
     args = parser.parse_args()
+    rate_before = matmul_rate()
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp) / "warehouse"
         build_lake(root)
@@ -152,6 +172,14 @@ def main() -> None:
     for key in ("sft_tok_s", "dpo_tok_s"):
         a, b = mean("ours", key), mean("direct", key)
         print(f"{key:10} ours {a:8.1f}  TRL direct {b:8.1f}  ours/direct {a / b:.3f}")
+    rate_after, n_params = matmul_rate(), parameters()
+    gflops = (rate_before + rate_after) / 2
+    print(f"bf16 matmul {gflops:.0f} GFLOP/s (before {rate_before:.0f}, after "
+          f"{rate_after:.0f}); {n_params / 1e6:.1f} M parameters")
+    for key, flops_per_param in (("sft_tok_s", 4), ("dpo_tok_s", 6)):
+        bound = gflops * 1e9 / (flops_per_param * n_params)
+        print(f"{key:10} bound {bound:8.1f}  ours {mean('ours', key) / bound:6.1%}  "
+              f"TRL direct {mean('direct', key) / bound:6.1%} of it")
     a, b = mean("ours", "wall_s"), mean("direct", "wall_s")
     print(f"{'wall_s':10} ours {a:8.1f}  TRL direct {b:8.1f}  direct/ours {b / a:.3f} "
           "(ours also writes the manifest and loss plot)")
