@@ -176,3 +176,51 @@ def test_a_model_the_fast_decoder_does_not_support_decodes_with_generate(kind, a
     assert all(c.finish_reason in {"stop", "length"} and 0 <= c.n_tokens <= 8
                and (c.finish_reason == "stop" or c.n_tokens == 8)
                for samples in sampled for c in samples)
+
+
+def test_a_lora_adapter_on_a_model_served_by_generate_changes_its_text_as_peft_does(tmp_path):
+    """The generate fallback serves adapters too: a request's LoRA is in effect (greedy text
+    equals peft's own generate with that adapter, and differs from the base model's), and a
+    later request without one gets the base model back."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from malt_lake.backends.base import GenerationRequest, SamplingParams
+    from malt_lake.backends.embedded import embedded_model_dir
+    from malt_lake.backends.transformers_backend import TransformersBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_tiny("gpt2", len(tokenizer),
+                                                   tokenizer.bos_token_id,
+                                                   tokenizer.eos_token_id))
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(
+        r=4, lora_alpha=64, target_modules=["c_attn", "c_proj"], init_lora_weights=False,
+        fan_in_fan_out=True))
+    lora.save_pretrained(tmp_path / "adapter")
+    backend = TransformersBackend(str(tmp_path / "tiny"), dtype="float32")
+    assert backend.unsupported is not None
+    messages = [{"role": "user", "content": "Add 14 and 29, then double it."}]
+    greedy = SamplingParams(n=1, temperature=0, max_tokens=12)
+
+    def text(adapter: str | None) -> str:
+        [[sample]] = backend.generate([GenerationRequest("q", messages, adapter)], greedy)
+        return sample.text
+
+    base, adapted = text(None), text(str(tmp_path / "adapter"))
+    reference = PeftModel.from_pretrained(copy.deepcopy(model), tmp_path / "adapter").eval()
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        out = reference.generate(**ids, max_new_tokens=12, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=backend.eos_ids)
+    assert adapted == tokenizer.decode(out[0][ids["input_ids"].shape[1]:],
+                                       skip_special_tokens=True)
+    assert adapted != base
+    assert text(None) == base
