@@ -14,7 +14,7 @@ import typer
 from assets import pipeline, runner
 from assets.rounds import check_round
 from assets.study import STUDY_PROJECT, StudyPlan
-from malt_lake.cli import app, console, current_lake, print_frame, run
+from malt_lake.cli import RoundOption, app, console, current_lake, print_frame, run
 from malt_lake.query import run_read_only
 from malt_lake.settings import BUILTIN_PROJECTS
 
@@ -24,10 +24,11 @@ def ingest(
     dataset: Annotated[
         list[str] | None, typer.Option(help="Only these datasets (repeatable); default all.")
     ] = None,
+    round_index: RoundOption = 1,
 ) -> None:
     """Validate the configured datasets, register their shards and write their questions."""
     started = time.perf_counter()
-    keys = pipeline.ingest(dataset, lambda message: None)
+    keys = pipeline.ingest(dataset, lambda message: None, round_index)
     console.print(f"ingested {len(keys)} partition(s) in {time.perf_counter() - started:.1f}s")
 
 
@@ -67,9 +68,7 @@ def materialize(
     pool: Annotated[bool, typer.Option(
         "--pool", help="Train each adapter on every dataset's role data (pooled) instead of "
                        "its own dataset's.")] = False,
-    round_index: Annotated[int, typer.Option(
-        "--round", help="MALT round: 1, or i >= 2 (assets round_<i>/..., its own lake, "
-                        "expanding with round i-1's adapters).")] = 1,
+    round_index: RoundOption = 1,
 ) -> None:
     """Materialize assets: shard assets per --partition, adapters and evaluation per
     dataset. E.g. credit with another theta: --select cheap --partition ... --theta 0.7."""
@@ -140,7 +139,7 @@ def demo(
     train_steps: Annotated[int | None, typer.Option(
         help="Cap every training stage at this many steps (default: the recipe's).")] = None,
     rounds: Annotated[int, typer.Option(
-        help="MALT rounds; round i+1 expands with round i's adapters.")] = 1,
+        min=1, help="MALT rounds; round i+1 expands with round i's adapters.")] = 1,
     ablations: Annotated[bool, typer.Option(
         help="Also evaluate the paper's ablations (only G trained, only V and R, V and R "
              "with SFT alone).")] = False,
@@ -247,7 +246,7 @@ def study(
 
 @app.command(name="rounds")
 def rounds_command(
-    k: Annotated[int, typer.Option("--k", help="Number of rounds.")] = 2,
+    k: Annotated[int, typer.Option("--k", min=1, help="Number of rounds.")] = 2,
     max_tokens: Annotated[int | None, typer.Option(
         help="Most new tokens per sample for every role; default the dataset budgets.")] = None,
     n: Annotated[int, typer.Option(help="Branching factor.")] = 3,
@@ -256,10 +255,9 @@ def rounds_command(
     dataset: Annotated[list[str] | None, typer.Option(
         help="Datasets (repeatable); default every configured one.")] = None,
 ) -> None:
-    """Iterative MALT: k rounds, round i+1 expanding its trees with round i's adapters; each
-    round is its own lake version under <warehouse>/rounds/ with its own evaluation."""
-    if k < 1:
-        raise typer.BadParameter("--k must be >= 1")
+    """Iterative MALT: k rounds, round i+1 expanding its trees with round i's adapters; round
+    i >= 2 is the assets round_<i>/... (jobs round_<i>_tree, ...) with its own lake under
+    <warehouse>/rounds/round-<i> and its own evaluation."""
     keys = pipeline.ingest(dataset, console.print)
     datasets = dataset or runner.registered_partitions(kind="datasets")
     plan = pipeline.RoundPlan(train_partitions=[x for x in keys if x.split(".")[1] == "train"],
@@ -276,8 +274,7 @@ def _rounds(plan: pipeline.RoundPlan, k: int) -> list[pipeline.RoundResult]:
     from assets.definitions import DEFINED_ROUNDS
 
     check_round(k, DEFINED_ROUNDS)  # before round 1 runs for an hour
-    root = current_lake().root
-    return [pipeline.run_round(index, root, plan, console.print) for index in range(1, k + 1)]
+    return [pipeline.run_round(index, plan, console.print) for index in range(1, k + 1)]
 
 
 def _summary_frame(table):

@@ -144,7 +144,9 @@ def _role_dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource):
                                   metadata={"violations": bad.num_rows})
 
 
-_KIND = {True: "SFT positives", False: "DPO sibling pairs"}
+def _role_table_description(name: str, role: str) -> str:
+    kind = "SFT positives" if name in SFT_TABLES else "DPO sibling pairs"
+    return f"{kind} of the {role} (TRL conversational format)"
 
 
 def credit_assets(index: int) -> list[dg.AssetsDefinition]:
@@ -153,7 +155,7 @@ def credit_assets(index: int) -> list[dg.AssetsDefinition]:
         return rounds.asset_key(name, index)
 
     common = {"key_prefix": rounds.key_prefix(index), "partitions_def": shard_partitions,
-              "group_name": rounds.group_name("credit", index)}
+              "group_name": rounds.in_round("credit", index)}
 
     @dg.asset(deps=[key("generations"), key("questions")], kinds={"delta"},
               metadata=table_metadata("generation_rewards"), **common)
@@ -185,11 +187,10 @@ def credit_assets(index: int) -> list[dg.AssetsDefinition]:
         yield from _credit(context, config, lake)
 
     role_specs = [
-        dg.AssetSpec(key(name), group_name=rounds.group_name("role_datasets", index),
+        dg.AssetSpec(key(name), group_name=rounds.in_round("role_datasets", index),
                      partitions_def=shard_partitions, deps=[credit], kinds={"duckdb", "delta"},
                      metadata=table_metadata(name),
-                     description=f"{_KIND[name in SFT_TABLES]} of the {role} (TRL "
-                                 "conversational format)")
+                     description=_role_table_description(name, role))
         for name, role in {**SFT_TABLES, **DPO_TABLES}.items()]
     pair_checks = [dg.AssetCheckSpec("pairs_are_siblings", asset=key(name),
                                      description="each pair: one positive, one negative, one "

@@ -49,7 +49,7 @@ class EvalConfig(dg.Config, EvalSettings):
 def evaluation_assets(index: int) -> list[dg.AssetsDefinition]:
     """Round ``index``'s evaluation, with that round's adapters (the same dataset's)."""
 
-    @dg.asset(key_prefix=rounds.key_prefix(index), group_name=rounds.group_name("evaluate", index),
+    @dg.asset(key_prefix=rounds.key_prefix(index), group_name=rounds.in_round("evaluate", index),
               partitions_def=dataset_partitions,
               deps=[*(rounds.asset_key(f"{role}_adapter", index) for role in ROLES),
                     dg.AssetDep(rounds.asset_key("questions", index),

@@ -5,6 +5,7 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from assets import rounds
 from assets.partitions import shard_partitions
@@ -21,6 +22,10 @@ from malt_lake.training.store import AdapterStore
 class ExpandConfig(dg.Config, RoleSettings):
     """Sampling for one role: the library's ``RoleSettings`` (fields, defaults and bounds)
     as the asset's run config; defaults are the paper's (n = 3, temperature 0.3)."""
+
+    adapter: str | None = Field(None, description="LoRA adapter dir for this role; None = "
+                                "the base model in round 1, round i-1's adapter of this role "
+                                "and dataset in round i >= 2.")
 
 
 def _expand(context: dg.AssetExecutionContext, role: str, config: ExpandConfig,
@@ -81,7 +86,7 @@ def _previous_round_adapter(context: dg.AssetExecutionContext, lake: LakeResourc
 def expansion_assets(index: int) -> list[dg.AssetsDefinition]:
     """Round ``index``'s expansion assets (``assets.rounds``)."""
     common = {"key_prefix": rounds.key_prefix(index),
-              "group_name": rounds.group_name("expand", index),
+              "group_name": rounds.in_round("expand", index),
               "partitions_def": shard_partitions, "kinds": {"delta", "llm"}}
 
     @dg.asset(deps=[rounds.asset_key("questions", index),

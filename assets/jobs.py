@@ -14,7 +14,7 @@ Selection = Callable[[int], dg.AssetSelection]
 
 
 def _groups(*names: str) -> Selection:
-    return lambda index: dg.AssetSelection.groups(*(rounds.group_name(n, index) for n in names))
+    return lambda index: dg.AssetSelection.groups(*(rounds.in_round(n, index) for n in names))
 
 
 def _credit_and_role_datasets(index: int) -> dg.AssetSelection:
@@ -40,7 +40,6 @@ JOB_SPECS: dict[str, tuple[Selection, str]] = {
     "evaluate": (_groups("evaluate"),
                  "SA, MA and MALT (with majority votes) on a dataset's held-out split."),
 }
-JOB_NAMES = tuple(JOB_SPECS)
 # earlier CLI spellings of a job
 SPELLINGS = {"cheap": "relabel"}
 
@@ -49,7 +48,7 @@ def jobs_of_round(index: int) -> list[dg.UnresolvedAssetJobDefinition]:
     """The named jobs of round ``index``."""
     where = ("" if index == 1 else
              f" Round {index}: its own lake, trees expanded with round {index - 1}'s adapters.")
-    return [dg.define_asset_job(rounds.job_name(name, index), selection=selection(index),
+    return [dg.define_asset_job(rounds.in_round(name, index), selection=selection(index),
                                 description=description + where)
             for name, (selection, description) in JOB_SPECS.items()]
 

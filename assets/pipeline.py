@@ -21,9 +21,7 @@ from assets import rounds, runner
 from malt_lake.errors import MaltLakeError
 from malt_lake.evaluate import stored_comparisons, summary
 from malt_lake.lake import Lake
-from malt_lake.names import ROLES
-from malt_lake.settings import round_warehouse
-from malt_lake.training.store import AdapterStore
+from malt_lake.settings import round_warehouse, warehouse_root
 
 Say = Callable[[str], None]
 
@@ -44,14 +42,10 @@ class RoundPlan:
     ablations: bool = False  # also evaluate the paper's ablations
 
 
-Adapters = dict[str, dict[str, str | None]]  # dataset -> role -> adapter dir (or None)
-
-
 @dataclass
 class RoundResult:
     index: int
     warehouse: Path
-    adapters: Adapters
     summaries: dict[str, pa.Table] = field(default_factory=dict)
     comparisons: dict[str, pa.Table] = field(default_factory=dict)
 
@@ -72,8 +66,9 @@ def ingest(datasets: list[str] | None, say: Say, round_index: int = 1) -> list[s
     return keys
 
 
-def run_round(index: int, root: Path, plan: RoundPlan, say: Say) -> RoundResult:
-    warehouse = round_warehouse(root, index)
+def run_round(index: int, plan: RoundPlan, say: Say) -> RoundResult:
+    """Round ``index`` of the environment's warehouse, from its trees to its evaluation."""
+    warehouse = round_warehouse(warehouse_root(), index)
     if index > 1:
         say(f"[bold]round {index}[/bold]: assets {rounds.prefix(index)}/..., lake {warehouse}, "
             f"trees expanded with round {index - 1}'s adapters")
@@ -94,9 +89,7 @@ def run_round(index: int, root: Path, plan: RoundPlan, say: Say) -> RoundResult:
         runner.materialize(adapters, dataset,
                            runner.run_config_for(selection=adapters, train=train),
                            round_index=index)
-    result = RoundResult(index, warehouse, {
-        dataset: AdapterStore(warehouse, dataset).current_paths(ROLES)
-        for dataset in plan.datasets})
+    result = RoundResult(index, warehouse)
     evaluation = {k: v for k, v in {"seeds": plan.seeds, "max_tokens": plan.max_tokens,
                                     "limit": plan.eval_limit,
                                     "ablations": plan.ablations or None}.items()

@@ -64,7 +64,7 @@ def _questions(context: dg.AssetExecutionContext, lake: LakeResource,
 def ingest_assets(index: int) -> list[dg.AssetsDefinition]:
     """Round ``index``'s catalog and questions (each round's lake holds its own copy)."""
     common = {"key_prefix": rounds.key_prefix(index),
-              "group_name": rounds.group_name("ingest", index), "kinds": {"delta", "polars"}}
+              "group_name": rounds.in_round("ingest", index), "kinds": {"delta", "polars"}}
 
     @dg.asset(metadata=table_metadata("shards"), **common)
     def dataset_catalog(context: dg.AssetExecutionContext, lake: LakeResource,

@@ -114,8 +114,7 @@ ENV_BACKENDS = {
 ENV_RECIPES = {"local": "cpu-smollm2", "test": "cpu-smollm2", "gpu": "gpu-qwen2.5-1.5b"}
 
 
-def resources_for_env(env: str | None = None,
-                      warehouse: Path | None = None) -> dict[str, dg.ConfigurableResource]:
+def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResource]:
     """The resources of ``env`` (else ``MALT_ENV``) with the environment's overrides."""
     chosen = environment()
     env = env or chosen.env
@@ -128,7 +127,7 @@ def resources_for_env(env: str | None = None,
     backend = {**ENV_BACKENDS[env],
                **{field: value for field, value in overrides.items() if value is not None}}
     return {
-        "lake": LakeResource(warehouse=str(warehouse or warehouse_root())),
+        "lake": LakeResource(warehouse=str(warehouse_root())),
         "project": ProjectResource(config_file=chosen.config),
         "backend": BackendResource(**backend),
         "training": TrainingResource(recipe_name=chosen.recipe or ENV_RECIPES[env]),

@@ -5,8 +5,10 @@ Round i >= 2 is the same graph under the key prefix ``round_<i>`` (``round_2/cre
 groups ``round_<i>_<group>`` and jobs ``round_<i>_<job>``, writing its own lake
 (``<warehouse>/rounds/round-<i>``). Its expansion assets depend on round i-1's adapters and
 expand with them, so the UI shows each round's materializations apart, draws the dependency
-between rounds, and its launchpad starts any round with the same config as the CLI. How many
-rounds the graph holds is ``MALT_ROUNDS`` (default 2).
+between rounds, and its launchpad starts any round (its run config names the round's ops,
+``round_2__credit``; the CLI's ``--round`` renames them so). How many rounds the graph holds is
+``MALT_ROUNDS`` (default 2). One round is spelled four ways: ``round_2/credit`` (key),
+``round_2__credit`` (op), ``round_2_tree`` (group, job) and ``rounds/round-2`` (its lake).
 """
 
 from __future__ import annotations
@@ -29,12 +31,8 @@ def asset_key(name: str, index: int) -> dg.AssetKey:
     return key if index == 1 else key.with_prefix(prefix(index))
 
 
-def job_name(name: str, index: int) -> str:
-    """The name of job ``name`` (``tree``, ``adapters`` ...) in round ``index``."""
-    return name if index == 1 else f"{prefix(index)}_{name}"
-
-
-def group_name(name: str, index: int) -> str:
+def in_round(name: str, index: int) -> str:
+    """The name of group or job ``name`` (``credit``, ``tree`` ...) in round ``index``."""
     return name if index == 1 else f"{prefix(index)}_{name}"
 
 
@@ -59,7 +57,7 @@ def key_prefix(index: int) -> list[str] | None:
 def op_name(name: str, index: int) -> str:
     """The op (node) of asset ``name`` in round ``index``: its run config sits under this
     name in ``ops`` (``round_2__credit``), as Dagster names a prefixed asset's op."""
-    return name if index == 1 else f"{prefix(index)}__{name}"
+    return asset_key(name, index).to_python_identifier()
 
 
 def previous_adapter(role: str, index: int) -> list[dg.AssetDep]:
@@ -73,8 +71,10 @@ def previous_adapter(role: str, index: int) -> list[dg.AssetDep]:
 
 def check_round(index: int, defined: int) -> None:
     """A round the graph does not hold is a clear error, not a run of another round."""
-    if not 1 <= index <= defined:
+    if index < 1:
+        raise MaltLakeError(f"round {index}: rounds count from 1")
+    if index > defined:
         raise MaltLakeError(
             f"round {index} is not in the asset graph, which holds rounds 1..{defined}: set "
-            f"MALT_ROUNDS={max(index, 1)} (for the UI too, so it shows the same rounds)")
+            f"MALT_ROUNDS={index} (for the UI too, so it shows the same rounds)")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.rounds import asset_key, check_round, job_name, op_name
+from assets.rounds import asset_key, check_round, in_round, op_name, round_of_key
 from malt_lake.environment import environment
 from malt_lake.errors import MaltLakeError
 from malt_lake.names import PartitionKey
@@ -47,14 +47,15 @@ ADAPTERS = ("generator_adapter", "verifier_adapter", "refiner_adapter")
 
 def partitioning(asset: str) -> str | None:
     """'shards', 'datasets' or None (unpartitioned) for an asset name."""
-    from assets.definitions import defs
+    from assets.definitions import BASE_ASSETS, defs
 
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey(asset)
-    if not graph.has(key):
-        known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+    if not graph.has(key) or round_of_key(key) > 1:
+        known = sorted(key.to_user_string() for asset in BASE_ASSETS for key in asset.keys)
         raise MaltLakeError(f"unknown asset {asset!r}; assets: {', '.join(known)}; jobs: "
-                            f"{', '.join(job_assets())}")
+                            f"{', '.join(job_assets())} (a later round's: the same names "
+                            "with --round)")
     partitions_def = graph.get(key).partitions_def
     return partitions_def.name if partitions_def is not None else None
 
@@ -125,7 +126,7 @@ def materialize(
 ) -> dg.ExecuteInJobResult:
     """Run one materialization of ``selection`` (asset names, as round 1 names them) for one
     partition, in round ``round_index`` (``assets.rounds``: its keys, jobs and lake)."""
-    from assets.definitions import DEFINED_ROUNDS, assets_of_round, definitions_for
+    from assets.definitions import ALL_ASSETS, DEFINED_ROUNDS, definitions_for
     from assets.resources import resources_for_env
 
     check_round(round_index, DEFINED_ROUNDS)
@@ -153,15 +154,15 @@ def materialize(
             )
 
     resources = resources_for_env()  # the environment now, not at import
-    run_config = {**quiet_logging(), **in_round(run_config or {}, round_index)}
+    run_config = {**quiet_logging(), **round_config(run_config or {}, round_index)}
     job = job_for(selection)
     if job is not None:  # a named run, as the UI's launchpad starts it
         result = definitions_for(resources).resolve_job_def(
-            job_name(job, round_index)).execute_in_process(
+            in_round(job, round_index)).execute_in_process(
             run_config=run_config, instance=dagster_instance, partition_key=partition_key,
             raise_on_error=False)
     else:
-        result = dg.materialize(assets_of_round(round_index),
+        result = dg.materialize(ALL_ASSETS,
                                 selection=[asset_key(name, round_index) for name in selection],
                                 partition_key=partition_key, run_config=run_config,
                                 resources=resources, instance=dagster_instance,
@@ -171,7 +172,7 @@ def materialize(
     return result
 
 
-def in_round(run_config: dict[str, Any], round_index: int) -> dict[str, Any]:
+def round_config(run_config: dict[str, Any], round_index: int) -> dict[str, Any]:
     """``run_config`` (ops named as in round 1) for round ``round_index``, whose ops carry
     its prefix (``round_2__credit``)."""
     if round_index == 1 or "ops" not in run_config:

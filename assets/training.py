@@ -82,7 +82,7 @@ def training_assets(index: int) -> list[dg.AssetsDefinition]:
     """Round ``index``'s three adapters, each reading every shard of its role tables (the
     asset itself reads its dataset's train shards)."""
     common = {"key_prefix": rounds.key_prefix(index),
-              "group_name": rounds.group_name("train", index),
+              "group_name": rounds.in_round("train", index),
               "partitions_def": dataset_partitions, "kinds": {"pytorch", "peft"}}
 
     def role_data(*tables: str) -> list[dg.AssetDep]:

@@ -34,7 +34,12 @@ err_console = Console(stderr=True)
 
 def current_lake(round_index: int = 1) -> Lake:
     """The environment's lake, or a later MALT round's (``<warehouse>/rounds/round-<i>``)."""
-    return Lake(round_warehouse(warehouse_root(), round_index))
+    root = round_warehouse(warehouse_root(), round_index)
+    if round_index > 1 and not root.is_dir():
+        raise MaltLakeError(f"round {round_index} has no lake yet ({root}): run it first "
+                            f"(`malt-lake rounds --k {round_index}`, or `materialize --round "
+                            f"{round_index}`)")
+    return Lake(root)
 
 
 RoundOption = Annotated[int, typer.Option(
@@ -101,11 +106,12 @@ def vacuum(
         help="Keep the files every version of the last this-many hours reads (at least 1: "
              "a running writer's file is in no version until it commits).")] = 168,
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = True,
+    round_index: RoundOption = 1,
 ) -> None:
     """Delete files older than --retain-hours that the latest versions do not read: replaced
     partitions' files and files of killed writers. Nothing is ever vacuumed unless you run
     this; after it, `--as-of` cannot read those older versions."""
-    deleted = current_lake().vacuum(retain_hours, dry_run=dry_run)
+    deleted = current_lake(round_index).vacuum(retain_hours, dry_run=dry_run)
     for table, files in deleted.items():
         if files:
             console.print(f"{table}: {len(files)} file(s)")

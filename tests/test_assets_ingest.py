@@ -154,6 +154,9 @@ def test_cli_selections_that_are_jobs_run_as_named_jobs(lake, instance, monkeypa
         job_config = runner.run_config_for(0.7, {"n": 2, "max_tokens": 8}, selection)
         assert job_config["ops"]
         assert dg.validate_run_config(defs.resolve_job_def(job), job_config)
+        # round 2's job takes the same config, its ops named with the round's prefix
+        assert dg.validate_run_config(defs.resolve_job_def(f"round_2_{job}"),
+                                      runner.round_config(job_config, 2))
     assert set(runner.job_assets()) == {"expansion", "tree", "relabel", "role_datasets",
                                         "adapters", "evaluate"}
 

@@ -27,10 +27,10 @@ KEY = "arith.train.0000"
 
 
 def env_for(root: Path, **extra: str) -> dict:
-    env = {**os.environ, "MALT_WAREHOUSE": str(root), "DAGSTER_HOME": str(root / "dagster"),
-           "MALT_ENV": "test", **extra}
-    env.pop("MALT_CONFIG", None)
-    return env
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("MALT_CONFIG", "MALT_ROUNDS")}
+    return {**env, "MALT_WAREHOUSE": str(root), "DAGSTER_HOME": str(root / "dagster"),
+            "MALT_ENV": "test", **extra}
 
 
 def run_cli(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -47,9 +47,10 @@ query ($partition: String!) {
 
 def _graphql(env: dict, out: Path) -> dict:
     """What the UI sees: the definitions and the instance through Dagster's GraphQL API."""
-    subprocess.run([str(GRAPHQL), "-m", "assets.definitions", "-t", QUERY, "-o", str(out),
-                    "-v", json.dumps({"partition": KEY})], env=env, capture_output=True,
-                   timeout=300, check=True)
+    proc = subprocess.run([str(GRAPHQL), "-m", "assets.definitions", "-t", QUERY, "-o",
+                           str(out), "-v", json.dumps({"partition": KEY})], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     response = json.loads(out.read_text())
     assert "errors" not in response, response["errors"]
     return response["data"]
