@@ -6,6 +6,9 @@ our tokens/s as a fraction of that compute ceiling (2 x parameters FLOPs per tok
 ``ceiling_measurements`` for how the matmuls are mixed), measured right before and right
 after our run and averaged.
 
+``--eval-questions K`` also times the held-out evaluation's G→V→R chains (one request a
+turn, ``n`` chains per question) against a tree expansion of the same K questions, per role.
+
 ``--long-prompts K`` also times refiner-length prompts (question + an attempt + a critique,
 ~600 tokens) on K questions with each prompt's KV cache shared by its n samples vs copied n
 times, side by side.
@@ -142,6 +145,67 @@ def prompt_cache_sharing(backend: TransformersBackend, messages: list[list[dict]
             "ratio_shared_vs_copied": round(rates["shared"] / rates["copied"], 2)}
 
 
+class TimedBackend:
+    """The backend, with each ``generate`` call's completion tokens and seconds recorded (one
+    call per role in both expansion and evaluation)."""
+
+    def __init__(self, backend: TransformersBackend) -> None:
+        self.backend, self.calls = backend, []
+
+    def generate(self, requests: list[GenerationRequest], params: SamplingParams):
+        started = time.perf_counter()
+        out = self.backend.generate(requests, params)
+        self.calls.append((sum(c.n_tokens for cs in out for c in cs),
+                           time.perf_counter() - started))
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self.backend, name)
+
+
+def rates(calls: list[tuple[int, float]]) -> dict[str, float]:
+    return {role: round(tokens / seconds, 1)
+            for role, (tokens, seconds) in zip(("generator", "verifier", "refiner"), calls,
+                                               strict=True)}
+
+
+def evaluation_vs_expansion(backend: TransformersBackend, count: int,
+                            params: SamplingParams) -> dict:
+    """Tokens/s per role of a tree expansion (n samples per parent: G per question, V per
+    answer, R per critique) and of the held-out evaluation's chains (``votes`` = n chains per
+    question, one request a turn, the base model's adapter set) on the same ``count``
+    questions, prompts and token budget."""
+    from malt_lake.evaluate import EvalSettings, run_chains
+
+    problems = list(arithmetic(ArithmeticSource(count=count, seed=44)))
+    tpl = {role: template("numeric", role) for role in ("generator", "verifier", "refiner")}
+    timed = TimedBackend(backend)
+    answers = timed.generate([GenerationRequest(f"q{p.index}", tpl["generator"].render(
+        p.question)) for p in problems], params)
+    parents = [(p, a.text) for p, samples in zip(problems, answers, strict=True)
+               for a in samples]
+    critiques = timed.generate([GenerationRequest(f"v{i}", tpl["verifier"].render(
+        p.question, answer=text)) for i, (p, text) in enumerate(parents)], params)
+    timed.generate([GenerationRequest(f"r{i}-{j}", tpl["refiner"].render(
+        p.question, answer=text, critique=c.text))
+        for i, ((p, text), samples) in enumerate(zip(parents, critiques, strict=True))
+        for j, c in enumerate(samples)], params)
+    expansion = rates(timed.calls)
+    timed.calls = []
+    questions = [{"question_id": f"q{p.index}", "family": "numeric", "question": p.question,
+                  "choices": None, "answer": str(p.answer), "dataset": "arith"}
+                 for p in problems]
+    settings = EvalSettings(seeds=1, votes=params.n, temperature=params.temperature,
+                            max_tokens=params.max_tokens)
+    run_chains(timed, questions, {"MA": dict.fromkeys(("generator", "verifier", "refiner"))},
+               settings, seed=0, log=lambda message: None, prompts="numeric")
+    evaluation = rates(timed.calls)
+    return {"questions": count, "expansion_tok_per_s": expansion,
+            "evaluation_tok_per_s": evaluation,
+            "expansion_over_evaluation": {role: round(expansion[role] / evaluation[role], 2)
+                                          for role in expansion}}
+
+
 def linear_weights(model) -> list[torch.Tensor]:
     """Every Linear weight of the model, in module order (the LM head once)."""
     return [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -189,6 +253,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-batch-rows", type=int, default=192)
+    parser.add_argument("--eval-questions", type=int, default=0,
+                        help="also time evaluation chains vs tree expansion per role on K "
+                             "questions")
     parser.add_argument("--long-prompts", type=int, default=0,
                         help="also time K refiner-length prompts, prompt cache shared vs copied")
     args = parser.parse_args()
@@ -246,6 +313,9 @@ def main() -> None:
                    "fraction_of_ceiling": round(ours_rate / (value * 1e9 / (2 * n_params)), 3)}
             for name, value in measured.items() if name != "shape_mix"},
     }
+    if args.eval_questions:
+        report["evaluation_vs_expansion"] = evaluation_vs_expansion(
+            backend, args.eval_questions, params)
     if args.long_prompts:
         report["long_prompts"] = prompt_cache_sharing(backend, long_messages(args.long_prompts),
                                                       params)
