@@ -16,7 +16,7 @@ from assets.rounds import check_round
 from assets.study import STUDY_PROJECT, StudyPlan
 from malt_lake.cli import RoundOption, app, console, current_lake, print_frame, run
 from malt_lake.query import run_read_only
-from malt_lake.settings import BUILTIN_PROJECTS
+from malt_lake.settings import BUILTIN_PROJECTS, is_source_checkout
 
 
 @app.command()
@@ -124,6 +124,8 @@ def ui(
 
 
 DEMO_DATASET = "arith"
+# how the printed hints call the CLI: the checkout's venv, or an installed package's command
+CLI = ".venv/bin/malt-lake" if is_source_checkout() else "malt-lake"
 
 
 @app.command()
@@ -170,17 +172,17 @@ def demo(
         f"pl.scan_delta(\"{lake.table_uri('credit')}\"))\n"
         f"Report:           {report} (+ .png chart)\n"
         f"Adapters:         {lake.root / 'adapters'}\n"
-        "Open the UI:      .venv/bin/malt-lake ui   (then http://127.0.0.1:3000, Assets)\n"
-        "Query the trees:  .venv/bin/malt-lake sql \"select node_id, role, value, label "
+        f"Open the UI:      {CLI} ui   (then http://127.0.0.1:3000, Assets)\n"
+        f"Query the trees:  {CLI} sql \"select node_id, role, value, label "
         "from credit order by node_id limit 20\"\n"
-        f"One tree:         .venv/bin/malt-lake tree {_first_question(lake, train)}\n"
-        "Predictions:      .venv/bin/malt-lake sql \"select system, avg(correct::int) acc "
+        f"One tree:         {CLI} tree {_first_question(lake, train)}\n"
+        f"Predictions:      {CLI} sql \"select system, avg(correct::int) acc "
         "from eval_predictions group by all order by all\"\n"
-        f"Change theta:     .venv/bin/malt-lake materialize --select relabel --partition "
+        f"Change theta:     {CLI} materialize --select relabel --partition "
         f"{train[0]} --theta 0.7   (no model calls; the old labels stay a credit version:\n"
-        "                  .venv/bin/malt-lake sql \"select * from lake_versions where "
+        f"                  {CLI} sql \"select * from lake_versions where "
         "table_name = 'credit'\", then --as-of credit=<version>)\n"
-        "Plain files:      .venv/bin/malt-lake export sft_refiner --to sft_refiner.jsonl\n"
+        f"Plain files:      {CLI} export sft_refiner --to sft_refiner.jsonl\n"
     )
 
 
@@ -239,8 +241,8 @@ def study(
         + ", ".join(f"{k} {v:.0f}s" for k, v in result.phases.items()) + ").\n"
         f"Study report:  {result.report}\n"
         f"Evaluation:    {root / 'reports' / f'eval-{dataset}.md'} (+ .png chart)\n"
-        f"Open the UI:   {env} .venv/bin/malt-lake ui\n"
-        f"Query:         {env} .venv/bin/malt-lake sql \"select * from eval_comparisons\"\n"
+        f"Open the UI:   {env} {CLI} ui\n"
+        f"Query:         {env} {CLI} sql \"select * from eval_comparisons\"\n"
         "Run it again to resume after an interruption; --theta re-labels the stored trees.")
 
 
