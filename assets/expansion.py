@@ -83,34 +83,29 @@ def _previous_round_adapter(context: dg.AssetExecutionContext, lake: LakeResourc
     return adapter
 
 
+# each role's asset: the asset it expands (its parent) and what it holds
+EXPANSIONS = {
+    "generator": ("questions", "n generator answers per question."),
+    "verifier": ("generations", "n verifier critiques per generator answer."),
+    "refiner": ("critiques", "n refiner final answers per critique: the leaves of the tree."),
+}
+
+
 def expansion_assets(index: int) -> list[dg.AssetsDefinition]:
     """Round ``index``'s expansion assets (``assets.rounds``)."""
-    common = {"key_prefix": rounds.key_prefix(index),
-              "group_name": rounds.in_round("expand", index),
-              "partitions_def": shard_partitions, "kinds": {"delta", "llm"}}
+    return [_expansion_asset(role, index) for role in EXPANSIONS]
 
-    @dg.asset(deps=[rounds.asset_key("questions", index),
-                    *rounds.previous_adapter("generator", index)],
-              metadata=table_metadata("generations"), **common)
-    def generations(context: dg.AssetExecutionContext, config: ExpandConfig,
-                    lake: LakeResource, project: ProjectResource,
-                    backend: BackendResource) -> dg.MaterializeResult:
-        """n generator answers per question."""
-        return _expand(context, "generator", config, lake, project, backend)
 
-    @dg.asset(deps=[generations, *rounds.previous_adapter("verifier", index)],
-              metadata=table_metadata("critiques"), **common)
-    def critiques(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
-                  project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
-        """n verifier critiques per generator answer."""
-        return _expand(context, "verifier", config, lake, project, backend)
+def _expansion_asset(role: str, index: int) -> dg.AssetsDefinition:
+    parent, description = EXPANSIONS[role]
 
-    @dg.asset(deps=[critiques, *rounds.previous_adapter("refiner", index)],
-              metadata=table_metadata("refinements"), **common)
-    def refinements(context: dg.AssetExecutionContext, config: ExpandConfig,
-                    lake: LakeResource, project: ProjectResource,
-                    backend: BackendResource) -> dg.MaterializeResult:
-        """n refiner final answers per critique: the leaves of the tree."""
-        return _expand(context, "refiner", config, lake, project, backend)
+    @dg.asset(name=ROLE_TABLE[role], key_prefix=rounds.key_prefix(index),
+              group_name=rounds.in_round("expand", index), partitions_def=shard_partitions,
+              kinds={"delta", "llm"}, description=description,
+              metadata=table_metadata(ROLE_TABLE[role]),
+              deps=[rounds.asset_key(parent, index), *rounds.previous_adapter(role, index)])
+    def expand(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,
+               project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
+        return _expand(context, role, config, lake, project, backend)
 
-    return [generations, critiques, refinements]
+    return expand

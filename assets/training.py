@@ -78,39 +78,33 @@ def _metadata(result: RoleTraining) -> dict:
     return meta
 
 
+# each adapter's role tables (it reads every shard of them) and what it is trained on
+ADAPTERS = {
+    "generator": (("sft_generator",), "Generator LoRA: SFT on the answers whose value beat θ."),
+    "verifier": (("sft_verifier", "dpo_verifier"), "Verifier LoRA: SFT on positive critiques, "
+                 "then DPO on sibling pairs (ref = SFT)."),
+    "refiner": (("sft_refiner", "dpo_refiner"), "Refiner LoRA: SFT on positive refinements, "
+                "then DPO on sibling pairs (ref = SFT)."),
+}
+
+
 def training_assets(index: int) -> list[dg.AssetsDefinition]:
     """Round ``index``'s three adapters, each reading every shard of its role tables (the
     asset itself reads its dataset's train shards)."""
-    common = {"key_prefix": rounds.key_prefix(index),
-              "group_name": rounds.in_round("train", index),
-              "partitions_def": dataset_partitions, "kinds": {"pytorch", "peft"}}
+    return [_adapter_asset(role, index) for role in ADAPTERS]
 
-    def role_data(*tables: str) -> list[dg.AssetDep]:
-        return [dg.AssetDep(rounds.asset_key(t, index),
-                            partition_mapping=dg.AllPartitionMapping()) for t in tables]
 
-    @dg.asset(deps=role_data("sft_generator"), **common)
-    def generator_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                          lake: LakeResource, project: ProjectResource,
-                          training: TrainingResource,
-                          backend: BackendResource) -> dg.MaterializeResult:
-        """Generator LoRA: SFT on the answers whose value beat θ."""
-        return _train(context, "generator", config, lake, project, training, backend)
+def _adapter_asset(role: str, index: int) -> dg.AssetsDefinition:
+    tables, description = ADAPTERS[role]
 
-    @dg.asset(deps=role_data("sft_verifier", "dpo_verifier"), **common)
-    def verifier_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                         lake: LakeResource, project: ProjectResource,
-                         training: TrainingResource,
-                         backend: BackendResource) -> dg.MaterializeResult:
-        """Verifier LoRA: SFT on positive critiques, then DPO on sibling pairs (ref = SFT)."""
-        return _train(context, "verifier", config, lake, project, training, backend)
+    @dg.asset(name=f"{role}_adapter", key_prefix=rounds.key_prefix(index),
+              group_name=rounds.in_round("train", index), partitions_def=dataset_partitions,
+              kinds={"pytorch", "peft"}, description=description,
+              deps=[dg.AssetDep(rounds.asset_key(t, index),
+                                partition_mapping=dg.AllPartitionMapping()) for t in tables])
+    def adapter(context: dg.AssetExecutionContext, config: TrainConfig, lake: LakeResource,
+                project: ProjectResource, training: TrainingResource,
+                backend: BackendResource) -> dg.MaterializeResult:
+        return _train(context, role, config, lake, project, training, backend)
 
-    @dg.asset(deps=role_data("sft_refiner", "dpo_refiner"), **common)
-    def refiner_adapter(context: dg.AssetExecutionContext, config: TrainConfig,
-                        lake: LakeResource, project: ProjectResource,
-                        training: TrainingResource,
-                        backend: BackendResource) -> dg.MaterializeResult:
-        """Refiner LoRA: SFT on positive refinements, then DPO on sibling pairs (ref = SFT)."""
-        return _train(context, "refiner", config, lake, project, training, backend)
-
-    return [generator_adapter, verifier_adapter, refiner_adapter]
+    return adapter
