@@ -130,17 +130,11 @@ def direct(root: Path, steps: int, out: Path) -> dict:
             "sft_tokens": tokens(sft), "dpo_tokens": tokens(dpo)}
 
 
-def matmul_rate(rows: int = 512) -> float:
+def matmul_rate(model, rows: int = 512) -> float:
     """bf16 GFLOP/s at the model's shapes in forward-pass proportions (``rows`` tokens)."""
-    from expansion_bench import ceiling_measurements, stock_model
+    from expansion_bench import ceiling_measurements
 
-    return ceiling_measurements(stock_model(), rows)["shape_mix"]
-
-
-def parameters() -> int:
-    from expansion_bench import stock_model
-
-    return sum(p.numel() for p in stock_model().parameters())
+    return ceiling_measurements(model, rows)["shape_mix"]
 
 
 def main() -> None:
@@ -148,7 +142,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="Optimizer steps per stage.")
     parser.add_argument("--repeats", type=int, default=1, help="Alternating pairs of runs.")
     args = parser.parse_args()
-    rate_before = matmul_rate()
+    from expansion_bench import stock_model
+
+    model = stock_model()  # the base model's shapes, for the matmul rate only
+    n_params = sum(p.numel() for p in model.parameters())
+    rate_before = matmul_rate(model)
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp) / "warehouse"
         build_lake(root)
@@ -172,7 +170,7 @@ def main() -> None:
     for key in ("sft_tok_s", "dpo_tok_s"):
         a, b = mean("ours", key), mean("direct", key)
         print(f"{key:10} ours {a:8.1f}  TRL direct {b:8.1f}  ours/direct {a / b:.3f}")
-    rate_after, n_params = matmul_rate(), parameters()
+    rate_after = matmul_rate(model)
     gflops = (rate_before + rate_after) / 2
     print(f"bf16 matmul {gflops:.0f} GFLOP/s (before {rate_before:.0f}, after "
           f"{rate_after:.0f}); {n_params / 1e6:.1f} M parameters")

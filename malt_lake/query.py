@@ -98,6 +98,8 @@ def _table_view(con: duckdb.DuckDBPyConnection, name: str, table: str,
         raise LakeError(f"{name}: a file of this version is gone ({first_line(exc)[:160]}...); "
                         "a version whose files were vacuumed cannot be read (`select * from "
                         "lake_versions` lists the versions)") from exc
+
+
 def lake_versions(lake: Lake) -> pa.Table:
     """One row per commit of every table: which partition it replaced, with how many rows,
     and (credit, role datasets) at which theta: what ``--as-of`` needs to pick a version."""
