@@ -5,7 +5,11 @@ throughput), then trains the refiner (LoRA SFT, then DPO from the SFT adapter) t
 side in one run: through ``malt_lake.training.role.train_role`` (lake → DuckDB → datasets →
 TRL → adapter + manifest) and through a hand-written TRL script on the same rows read straight
 from the Parquet files. Reports trainer tokens/s (TRL's own token count over its train
-runtime) and end-to-end seconds of each, and their ratios.
+runtime) and end-to-end seconds of each, their ratios, and both loss curves (same seed, same
+rows). The direct script keeps TRL's defaults (float32 weights, gradient checkpointing, TRL's
+fused LM head) with the recipe's steps, batch sizes, learning rates, LoRA and bf16 autocast;
+our path runs the recipe as written (bf16 frozen base with float32 LoRA, no checkpointing,
+the compact CPU LM head of ``malt_lake.training.lm_head``).
 
 It also prints the day's bf16 matmul rate (the expansion bench's shape mix, measured before
 and after the runs; the CPU recipe computes in bf16 autocast) and each stage's tokens/s as a
@@ -68,7 +72,8 @@ def ours(root: Path, steps: int) -> dict:
     wall = time.perf_counter() - started
     stages = result.manifest["stages"]
     return {"wall_s": wall, **{f"{k}_tok_s": v["tokens_per_s"] for k, v in stages.items()},
-            **{f"{k}_tokens": v["tokens"] for k, v in stages.items()}}
+            **{f"{k}_tokens": v["tokens"] for k, v in stages.items()},
+            **{f"{k}_losses": [loss for _, loss in v["loss_history"]] for k, v in stages.items()}}
 
 
 def direct(root: Path, steps: int, out: Path) -> dict:
@@ -91,7 +96,8 @@ def direct(root: Path, steps: int, out: Path) -> dict:
         columns=["prompt", "chosen", "rejected"])
     model_dir = embedded_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # the same settings the recipe gives our path, written out by hand
+    # the recipe's steps, batch sizes, learning rates and LoRA, written out by hand; the rest
+    # is TRL's defaults
     recipe = load_recipe("cpu-smollm2").with_stages(max_steps=steps)
     refiner, lora = recipe.role("refiner"), recipe.lora
     sft_stage, dpo_stage = refiner.sft, refiner.dpo
@@ -124,10 +130,14 @@ def direct(root: Path, steps: int, out: Path) -> dict:
     def tokens(trainer) -> int:
         return max(int(h.get("num_tokens", 0)) for h in trainer.state.log_history)
 
+    def losses(trainer) -> list[float]:
+        return [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+
     return {"wall_s": wall,
             "sft_tok_s": tokens(sft) / sft_out.metrics["train_runtime"],
             "dpo_tok_s": tokens(dpo) / dpo_out.metrics["train_runtime"],
-            "sft_tokens": tokens(sft), "dpo_tokens": tokens(dpo)}
+            "sft_tokens": tokens(sft), "dpo_tokens": tokens(dpo),
+            "sft_losses": losses(sft), "dpo_losses": losses(dpo)}
 
 
 def matmul_rate(model, rows: int = 512) -> float:
@@ -157,8 +167,8 @@ def main() -> None:
                 run = ours(root, args.steps) if name == "ours" else \
                     direct(root, args.steps, Path(temp) / f"direct-{repeat}")
                 results[name].append(run)
-                print(f"{name:6} " + "  ".join(f"{k}={v:.1f}" for k, v in run.items()),
-                      flush=True)
+                print(f"{name:6} " + "  ".join(f"{k}={v:.1f}" for k, v in run.items()
+                                               if not k.endswith("_losses")), flush=True)
 
     def mean(name: str, key: str) -> float:
         return sum(r[key] for r in results[name]) / len(results[name])
@@ -178,6 +188,10 @@ def main() -> None:
         bound = gflops * 1e9 / (flops_per_param * n_params)
         print(f"{key:10} bound {bound:8.1f}  ours {mean('ours', key) / bound:6.1%}  "
               f"TRL direct {mean('direct', key) / bound:6.1%} of it")
+    for stage in ("sft", "dpo"):  # same seed, same rows: the curves should agree within noise
+        for name in ("ours", "direct"):
+            curve = " ".join(f"{loss:.4f}" for loss in results[name][0][f"{stage}_losses"])
+            print(f"{stage} loss per step, {name:6}: {curve}")
     a, b = mean("ours", "wall_s"), mean("direct", "wall_s")
     print(f"{'wall_s':10} ours {a:8.1f}  TRL direct {b:8.1f}  direct/ours {b / a:.3f} "
           "(ours also writes the manifest and loss plot)")

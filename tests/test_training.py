@@ -197,6 +197,12 @@ def test_refiner_sft_then_dpo_from_lake_tables_to_manifest(fake_tree_lake, insta
     sft_weights = load_file(sft_dir / "adapter_model.safetensors")
     lora_b = [v for k, v in sft_weights.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
+    # The CPU recipe's base is bf16; the adapters it trains stay float32 (peft upcasts them),
+    # and both stages scored only the completion tokens with the compact head.
+    assert manifest["recipe"]["dtype"] == "bfloat16"
+    dpo_weights = load_file(directory / "adapter_model.safetensors")
+    assert {v.dtype for v in [*sft_weights.values(), *dpo_weights.values()]} == {torch.float32}
+    assert sft["lm_head"] == dpo["lm_head"] == "compact-cpu"
     # ... by enough to show in DPO's rewards: with the bare base as reference, step 1's chosen
     # reward would be about beta * (log p_SFT - log p_base) averaged over the batch's chosen
     # answers. SFT raised every chosen answer (they are its positives) by far more than the

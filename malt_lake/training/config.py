@@ -76,13 +76,20 @@ class RoleRecipe:
 class Recipe:
     name: str = field(metadata={"help": "Recipe name (the file's stem)."})
     base_model: str = field(metadata={"help": "'embedded', a local model dir or a hub id."})
-    dtype: str = field(default="float32", metadata={"help": "Training dtype: float32 on CPU, "
-                                                    "bfloat16 on GPU."})
+    dtype: str = field(default="float32", metadata={
+        "help": "dtype of the frozen base model's weights. The LoRA weights and their optimizer "
+                "state stay float32 either way (peft upcasts adapters of a bf16 base), so "
+                "bfloat16 loses no small updates and skips a cast of every base weight in "
+                "every op."})
     autocast: str = field(default="none", metadata={
         "help": "Mixed precision for training compute: 'bf16' runs forward and backward under "
                 "bf16 autocast while weights and optimizer state stay in `dtype` (about 1.4x "
                 "faster on this project's CPUs, and TRL's own default); 'none' computes in "
                 "`dtype`. bfloat16 weights always compute in bf16."})
+    gradient_checkpointing: bool = field(default=True, metadata={
+        "help": "Recompute activations in the backward pass instead of keeping them (TRL's "
+                "default): it saves memory on a large model and costs a forward pass; off "
+                "where memory allows."})
     seed: int = field(default=0, metadata={"help": "Seed for data order and LoRA init."})
     lora: LoraSettings = field(default_factory=LoraSettings)
     roles: dict[str, RoleRecipe] = field(default_factory=dict)

@@ -112,7 +112,8 @@ def _train_stages(source, recipe: Recipe, role: str, sft_rows: RoleExamples,
     log(f"{role}: SFT on {sft_rows.n_rows} positives")
     model, sft = train_sft(model, tokenizer, sft_rows.to_dataset(), role_recipe.sft,
                            recipe.lora, recipe.seed, build / "scratch", log,
-                           bf16=recipe.bf16_compute)
+                           bf16=recipe.bf16_compute,
+                           gradient_checkpointing=recipe.gradient_checkpointing)
     stages: dict[str, Any] = {"sft": replace(sft, dropped_too_long=sft_dropped)}
     if role_recipe.dpo is None:
         model.save_pretrained(build)
@@ -167,7 +168,8 @@ def _dpo_on_sft(model, tokenizer, dpo_rows: RoleExamples, recipe: Recipe, role: 
     policy = PeftModel.from_pretrained(_bare_base(model), sft_dir, is_trainable=True)
     log(f"{role}: DPO on {dpo_rows.n_rows} pairs (reference: the SFT adapter)")
     policy, dpo = train_dpo(policy, tokenizer, dpo_rows.to_dataset(), recipe.role(role).dpo,
-                            recipe.seed, build / "scratch", log, bf16=recipe.bf16_compute)
+                            recipe.seed, build / "scratch", log, bf16=recipe.bf16_compute,
+                            gradient_checkpointing=recipe.gradient_checkpointing)
     policy.save_pretrained(build, selected_adapters=["default"])
     return dpo
 
@@ -185,6 +187,7 @@ def _version(model_id: str, recipe: Recipe, role: str, sft_rows: RoleExamples,
              dpo_rows: RoleExamples | None) -> str:
     inputs = {"base_model": model_id, "role": role, "lora": recipe.as_dict()["lora"],
               "dtype": recipe.dtype, "autocast": recipe.autocast, "seed": recipe.seed,
+              "gradient_checkpointing": recipe.gradient_checkpointing,
               "stages": json.loads(json.dumps(recipe.as_dict()["roles"][role], default=str)),
               "sft_rows": sft_rows.fingerprint,
               "dpo_rows": dpo_rows.fingerprint if dpo_rows else None}

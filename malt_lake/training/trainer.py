@@ -17,6 +17,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from malt_lake.training.config import LoraSettings, StageSettings
+from malt_lake.training.lm_head import use_compact_cpu_lm_head
 
 Log = Callable[[str], None]
 
@@ -30,6 +31,7 @@ class StageResult:
     train_runtime_s: float = 0.0
     tokens: int = 0               # tokens the trainer consumed (TRL's num_tokens)
     dropped_too_long: int = 0     # rows left out because TRL would have cut them at max_length
+    lm_head: str = "trl-fused"    # "compact-cpu": malt_lake.training.lm_head scored the tokens
 
     @property
     def final_loss(self) -> float | None:
@@ -44,7 +46,7 @@ class StageResult:
                 "loss_history": self.loss_history, "final_loss": self.final_loss,
                 "train_runtime_s": round(self.train_runtime_s, 3), "tokens": self.tokens,
                 "tokens_per_s": round(self.tokens_per_s, 2),
-                "dropped_too_long": self.dropped_too_long}
+                "dropped_too_long": self.dropped_too_long, "lm_head": self.lm_head}
 
 
 def load_tokenizer(source: str | Path):
@@ -76,9 +78,11 @@ def lora_config(lora: LoraSettings):
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
 
 
-def common_args(stage: StageSettings, seed: int, scratch: Path, bf16: bool) -> dict[str, Any]:
-    """TrainingArguments shared by both stages (TRL's configs extend them). ``bf16`` is set
-    explicitly either way: TRL's configs default it to True, transformers' to False."""
+def common_args(stage: StageSettings, seed: int, scratch: Path, bf16: bool,
+                gradient_checkpointing: bool) -> dict[str, Any]:
+    """TrainingArguments shared by both stages (TRL's configs extend them). ``bf16`` and
+    ``gradient_checkpointing`` are set explicitly either way: TRL's configs default both to
+    True, transformers' to False."""
     import torch
 
     on_gpu = torch.cuda.is_available()
@@ -90,17 +94,19 @@ def common_args(stage: StageSettings, seed: int, scratch: Path, bf16: bool) -> d
         warmup_steps=stage.warmup_ratio,  # transformers 5: a float below 1 is a ratio
         max_length=stage.max_length, logging_steps=1, save_strategy="no", report_to=[],
         seed=seed, data_seed=seed, use_cpu=not on_gpu,
-        bf16=bf16, dataloader_num_workers=0,
+        bf16=bf16, gradient_checkpointing=gradient_checkpointing, dataloader_num_workers=0,
     )
 
 
 def train_sft(model, tokenizer, dataset, stage: StageSettings, lora: LoraSettings, seed: int,
-              scratch: Path, log: Log = print, *, bf16: bool = False):
+              scratch: Path, log: Log = print, *, bf16: bool = False,
+              gradient_checkpointing: bool = True):
     """LoRA SFT on prompt/completion messages; returns (peft model, result). ``bf16``: compute
     under bf16 autocast (weights keep their dtype)."""
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(**common_args(stage, seed, scratch, bf16 or _dtype_of(model) == "bfloat16"))
+    args = SFTConfig(**common_args(stage, seed, scratch, bf16 or _dtype_of(model) == "bfloat16",
+                                   gradient_checkpointing))
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=lora_config(lora),
                          callbacks=[LossRecorder("sft", log)])
@@ -108,21 +114,29 @@ def train_sft(model, tokenizer, dataset, stage: StageSettings, lora: LoraSetting
 
 
 def train_dpo(policy, tokenizer, dataset, stage: StageSettings, seed: int, scratch: Path,
-              log: Log = print, *, bf16: bool = False):
+              log: Log = print, *, bf16: bool = False, gradient_checkpointing: bool = True):
     """DPO on prompt/chosen/rejected; ``policy`` is a trainable PeftModel (the SFT adapter),
     which TRL also freezes a copy of as the reference."""
     from trl import DPOConfig, DPOTrainer
 
     bf16 = bf16 or _dtype_of(policy) == "bfloat16"
-    args = DPOConfig(**common_args(stage, seed, scratch, bf16), beta=stage.beta)
+    args = DPOConfig(**common_args(stage, seed, scratch, bf16, gradient_checkpointing),
+                     beta=stage.beta)
     trainer = DPOTrainer(model=policy, args=args, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[LossRecorder("dpo", log)])
     return trainer.model, _run(trainer, "dpo", len(dataset))
 
 
 def _run(trainer, stage: str, rows: int) -> StageResult:
+    from peft.helpers import disable_input_dtype_casting
+
+    compact = use_compact_cpu_lm_head(trainer)
     started = time.perf_counter()
-    output = trainer.train()
+    # Under bf16 autocast peft's cast of each adapter's input to the float32 LoRA weights is
+    # undone by autocast in the very next op: two copies of the activations per adapted
+    # module for the same numbers. Without autocast the cast is needed, and kept.
+    with disable_input_dtype_casting(trainer.model, active=trainer.args.bf16):
+        output = trainer.train()
     runtime = float(output.metrics.get("train_runtime", time.perf_counter() - started))
     history = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history
                if "loss" in h]
@@ -131,7 +145,8 @@ def _run(trainer, stage: str, rows: int) -> StageResult:
     if bad:
         raise FloatingPointError(f"{stage} loss is not finite at steps {bad}; lower the "
                                  "learning rate or use float32")
-    return StageResult(stage, rows, trainer.state.global_step, history, runtime, tokens)
+    return StageResult(stage, rows, trainer.state.global_step, history, runtime, tokens,
+                       lm_head="compact-cpu" if compact else "trl-fused")
 
 
 def _dtype_of(model) -> str:
