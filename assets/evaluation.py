@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets import rounds
+from assets.concurrency import ACCELERATOR_POOL
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
 from assets.table_metadata import column_schema, delta_metadata, table_metadata, write_id
@@ -54,7 +55,8 @@ def evaluation_assets(index: int) -> list[dg.AssetsDefinition]:
               deps=[*(rounds.asset_key(f"{role}_adapter", index) for role in ROLES),
                     dg.AssetDep(rounds.asset_key("questions", index),
                                 partition_mapping=dg.AllPartitionMapping())],
-              kinds={"delta", "llm"}, metadata=table_metadata("eval_predictions"))
+              kinds={"delta", "llm"}, metadata=table_metadata("eval_predictions"),
+              pool=ACCELERATOR_POOL)
     def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource,
                    project: ProjectResource, backend: BackendResource) -> dg.MaterializeResult:
         """SA, SA+MV, MA, MA+MV, MALT and MALT+MV (and the ablations, if asked) on the

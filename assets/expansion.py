@@ -8,6 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from assets import rounds
+from assets.concurrency import ACCELERATOR_POOL
 from assets.partitions import shard_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource
 from assets.table_metadata import delta_metadata, table_metadata, write_id
@@ -102,6 +103,7 @@ def _expansion_asset(role: str, index: int) -> dg.AssetsDefinition:
     @dg.asset(name=ROLE_TABLE[role], key_prefix=rounds.key_prefix(index),
               group_name=rounds.in_round("expand", index), partitions_def=shard_partitions,
               kinds={"delta", "llm"}, description=description,
+              pool=ACCELERATOR_POOL,
               metadata=table_metadata(ROLE_TABLE[role]),
               deps=[rounds.asset_key(parent, index), *rounds.previous_adapter(role, index)])
     def expand(context: dg.AssetExecutionContext, config: ExpandConfig, lake: LakeResource,

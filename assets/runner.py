@@ -11,6 +11,12 @@ from typing import Any
 
 import dagster as dg
 
+from assets.concurrency import (
+    INSTANCE_SETTINGS,
+    refuse_if_partition_busy,
+    release_dead_runs,
+    worker_tags,
+)
 from assets.rounds import asset_key, check_round, in_round, op_name, round_of_key
 from malt_lake.environment import environment
 from malt_lake.errors import MaltLakeError
@@ -25,13 +31,15 @@ def quiet_logging() -> dict[str, Any]:
 
 
 def dagster_home() -> Path:
-    """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing)."""
+    """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing, with the
+    concurrency limits of ``assets.concurrency``; an existing ``dagster.yaml`` is the user's
+    and is left as it is)."""
     home = Path(environment().dagster_home or warehouse_root() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"  # sqlite storage here; no telemetry, no newsletter modal
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n",
-                          encoding="utf-8")
+        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+                          + INSTANCE_SETTINGS, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -155,18 +163,21 @@ def materialize(
 
     resources = resources_for_env()  # the environment now, not at import
     run_config = {**quiet_logging(), **round_config(run_config or {}, round_index)}
+    release_dead_runs(dagster_instance)
+    if partition_key is not None:
+        refuse_if_partition_busy(dagster_instance, partition_key)
     job = job_for(selection)
     if job is not None:  # a named run, as the UI's launchpad starts it
         result = definitions_for(resources).resolve_job_def(
             in_round(job, round_index)).execute_in_process(
             run_config=run_config, instance=dagster_instance, partition_key=partition_key,
-            raise_on_error=False)
+            tags=worker_tags(), raise_on_error=False)
     else:
         result = dg.materialize(ALL_ASSETS,
                                 selection=[asset_key(name, round_index) for name in selection],
                                 partition_key=partition_key, run_config=run_config,
                                 resources=resources, instance=dagster_instance,
-                                raise_on_error=False)
+                                tags=worker_tags(), raise_on_error=False)
     if not result.success:
         raise MaltLakeError(_failure_message(result, selection, partition_key, round_index))
     return result

@@ -10,6 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from assets import rounds
+from assets.concurrency import ACCELERATOR_POOL
 from assets.partitions import dataset_partitions
 from assets.resources import BackendResource, LakeResource, ProjectResource, TrainingResource
 from malt_lake.markdown import to_markdown
@@ -100,6 +101,7 @@ def _adapter_asset(role: str, index: int) -> dg.AssetsDefinition:
     @dg.asset(name=f"{role}_adapter", key_prefix=rounds.key_prefix(index),
               group_name=rounds.in_round("train", index), partitions_def=dataset_partitions,
               kinds={"pytorch", "peft"}, description=description,
+              pool=ACCELERATOR_POOL,
               deps=[dg.AssetDep(rounds.asset_key(t, index),
                                 partition_mapping=dg.AllPartitionMapping()) for t in tables])
     def adapter(context: dg.AssetExecutionContext, config: TrainConfig, lake: LakeResource,

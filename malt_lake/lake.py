@@ -427,7 +427,7 @@ def remove_stale_temps(directory: Path) -> None:
     """Delete temp files and directories (``.tmp-<pid>-...``) left by writers that died."""
     for temp in directory.glob(f"{TEMP_PREFIX}*"):
         pid = temp.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         if temp.is_dir():
             shutil.rmtree(temp, ignore_errors=True)
@@ -436,7 +436,8 @@ def remove_stale_temps(directory: Path) -> None:
                 temp.unlink()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

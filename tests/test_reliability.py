@@ -94,7 +94,8 @@ def test_two_runs_of_one_partition_at_once_one_fails_clearly_and_the_lake_is_sou
         time.sleep(0.05)
     second = run_cli(env_for(root), *args)
     assert second.returncode == 2
-    assert "generations.arith.train.0000 is being written by another run" in second.stderr
+    assert "arith.train.0000 is being materialized by another run" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
     assert "Traceback" not in second.stderr
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
