@@ -116,11 +116,16 @@ def ui(
     host: Annotated[str, typer.Option(help="Bind address; keep loopback on shared boxes.")]
     = "127.0.0.1",
 ) -> None:
-    """Open the Dagster UI (asset graph, partitions, metadata, run history)."""
+    """Open the Dagster UI (asset graph, partitions, metadata, run history). While it runs,
+    CLI runs of this machine that died are failed and their accelerator slots freed, so the
+    UI's runs never wait for a dead process."""
+    from assets.concurrency import releasing_dead_runs
+
     env = {**os.environ, "DAGSTER_HOME": str(runner.dagster_home())}
     console.print(f"Dagster UI on http://{host}:{port} (Ctrl-C to stop)")
-    subprocess.run([sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions",
-                    "-h", host, "-p", str(port)], env=env, check=False)
+    with releasing_dead_runs(runner.instance()):
+        subprocess.run([sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions",
+                        "-h", host, "-p", str(port)], env=env, check=False)
 
 
 DEMO_DATASET = "arith"

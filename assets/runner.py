@@ -12,9 +12,11 @@ from typing import Any
 import dagster as dg
 
 from assets.concurrency import (
+    EARLIER_WRITTEN,
     INSTANCE_SETTINGS,
     refuse_if_partition_busy,
-    release_dead_runs,
+    releasing_dead_runs,
+    upgrade_written_config,
     worker_tags,
 )
 from assets.rounds import asset_key, check_round, in_round, op_name, round_of_key
@@ -32,14 +34,14 @@ def quiet_logging() -> dict[str, Any]:
 
 def dagster_home() -> Path:
     """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing, with the
-    concurrency limits of ``assets.concurrency``; an existing ``dagster.yaml`` is the user's
-    and is left as it is)."""
+    concurrency limits of ``assets.concurrency``; a ``dagster.yaml`` an earlier version wrote
+    gets them too, any other is the user's and is left as it is)."""
     home = Path(environment().dagster_home or warehouse_root() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"  # sqlite storage here; no telemetry, no newsletter modal
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
-                          + INSTANCE_SETTINGS, encoding="utf-8")
+        config.write_text(EARLIER_WRITTEN + INSTANCE_SETTINGS, encoding="utf-8")
+    upgrade_written_config(config)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -134,7 +136,7 @@ def materialize(
 ) -> dg.ExecuteInJobResult:
     """Run one materialization of ``selection`` (asset names, as round 1 names them) for one
     partition, in round ``round_index`` (``assets.rounds``: its keys, jobs and lake)."""
-    from assets.definitions import ALL_ASSETS, DEFINED_ROUNDS, definitions_for
+    from assets.definitions import DEFINED_ROUNDS
     from assets.resources import resources_for_env
 
     check_round(round_index, DEFINED_ROUNDS)
@@ -163,24 +165,31 @@ def materialize(
 
     resources = resources_for_env()  # the environment now, not at import
     run_config = {**quiet_logging(), **round_config(run_config or {}, round_index)}
-    release_dead_runs(dagster_instance)
-    if partition_key is not None:
-        refuse_if_partition_busy(dagster_instance, partition_key)
-    job = job_for(selection)
-    if job is not None:  # a named run, as the UI's launchpad starts it
-        result = definitions_for(resources).resolve_job_def(
-            in_round(job, round_index)).execute_in_process(
-            run_config=run_config, instance=dagster_instance, partition_key=partition_key,
-            tags=worker_tags(), raise_on_error=False)
-    else:
-        result = dg.materialize(ALL_ASSETS,
-                                selection=[asset_key(name, round_index) for name in selection],
-                                partition_key=partition_key, run_config=run_config,
-                                resources=resources, instance=dagster_instance,
-                                tags=worker_tags(), raise_on_error=False)
+    with releasing_dead_runs(dagster_instance):
+        if partition_key is not None:
+            refuse_if_partition_busy(dagster_instance, partition_key)
+        result = _execute(selection, partition_key, run_config, dagster_instance,
+                          round_index, resources)
     if not result.success:
         raise MaltLakeError(_failure_message(result, selection, partition_key, round_index))
     return result
+
+
+def _execute(selection: list[str], partition_key: str | None, run_config: dict[str, Any],
+             dagster_instance: dg.DagsterInstance, round_index: int,
+             resources: dict[str, Any]) -> dg.ExecuteInJobResult:
+    from assets.definitions import ALL_ASSETS, definitions_for
+
+    job = job_for(selection)
+    if job is not None:  # a named run, as the UI's launchpad starts it
+        return definitions_for(resources).resolve_job_def(
+            in_round(job, round_index)).execute_in_process(
+            run_config=run_config, instance=dagster_instance, partition_key=partition_key,
+            tags=worker_tags(), raise_on_error=False)
+    return dg.materialize(ALL_ASSETS,
+                          selection=[asset_key(name, round_index) for name in selection],
+                          partition_key=partition_key, run_config=run_config, resources=resources,
+                          instance=dagster_instance, tags=worker_tags(), raise_on_error=False)
 
 
 def round_config(run_config: dict[str, Any], round_index: int) -> dict[str, Any]:

@@ -36,6 +36,21 @@ def test_labelled_log_probs_match_trls_kernel_values_and_gradients(monkeypatch):
     assert ours["is_top1"].any() or not theirs[-1].any()
 
 
+def test_under_bf16_autocast_the_log_probs_match_trls_kernel():
+    """The CPU recipe's case: hidden states and head in bf16 under autocast."""
+    torch.manual_seed(1)
+    hidden = torch.randn(12, 32, dtype=torch.bfloat16)
+    weight = torch.randn(300, 32, dtype=torch.bfloat16) * 0.2
+    targets = torch.randint(0, 300, (12,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = labelled_log_probs(hidden, weight, targets)
+        theirs = ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, 128, None,
+                                              1.0, FIELDS)
+    assert ours["log_probs"].dtype == torch.float32
+    assert torch.allclose(ours["log_probs"], theirs[0].float(), atol=1e-3)
+    assert torch.allclose(ours["entropy"], theirs[1].float(), atol=1e-3)
+
+
 def test_no_labelled_token_gives_a_zero_loss_that_still_backpropagates():
     hidden = torch.randn(0, 8, requires_grad=True)
     out = labelled_log_probs(hidden, torch.randn(30, 8), torch.zeros(0, dtype=torch.long))
@@ -44,7 +59,7 @@ def test_no_labelled_token_gives_a_zero_loss_that_still_backpropagates():
     assert hidden.grad.shape == (0, 8)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def embedded():
     from malt_lake.backends.transformers_backend import resolve_model
     from malt_lake.training.trainer import load_base
@@ -110,3 +125,44 @@ def test_under_autocast_skipping_peft_input_casts_changes_no_number():
         with disable_input_dtype_casting(model):
             uncast = model(x)
     assert torch.equal(cast, uncast)
+
+
+def test_a_dpo_batch_has_the_same_loss_and_gradients_under_both_heads(embedded, tmp_path):
+    """One DPO batch (policy and its reference, peft's adapter disabled) through TRL's fused
+    head and then through the compact one."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from trl import DPOConfig, DPOTrainer
+
+    from malt_lake.training import load_recipe
+    from malt_lake.training.trainer import common_args, lora_config
+
+    model, tokenizer = embedded
+    recipe = load_recipe("cpu-smollm2")
+    policy = get_peft_model(model, lora_config(recipe.lora))
+    for name, param in policy.named_parameters():  # a policy that differs from its reference
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 2?"}],
+             "chosen": [{"role": "assistant", "content": f"Final Answer: {i + 2}"}],
+             "rejected": [{"role": "assistant", "content": f"Final Answer: {i + 3}"}]}
+            for i in range(4)]
+    args = DPOConfig(**common_args(recipe.role("refiner").dpo, 0, tmp_path, False, False),
+                     beta=0.2)
+    trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+
+    def loss_and_grads() -> tuple[float, dict[str, torch.Tensor]]:
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                             if p.requires_grad}
+
+    fused_loss, fused_grads = loss_and_grads()
+    assert use_compact_cpu_lm_head(trainer)
+    compact_loss, compact_grads = loss_and_grads()
+    assert compact_loss == pytest.approx(fused_loss, rel=1e-5)
+    for name, grad in fused_grads.items():
+        assert torch.allclose(compact_grads[name], grad, rtol=1e-3, atol=1e-7), name

@@ -23,13 +23,14 @@ TOKEN_CHUNK = 1024  # labelled positions per projection; bounds the transient fp
 
 def use_compact_cpu_lm_head(trainer: Any) -> bool:
     """Replace the fused head TRL installed on ``trainer``'s model with the compact one when
-    training runs on CPU and the model has plain logits (no soft-capping, scaling or MoE aux
-    loss). Returns whether it did; otherwise TRL's head stays."""
+    training runs on CPU and the model has plain logits (no soft-capping, scaling, head bias or
+    MoE aux loss). Returns whether it did; otherwise TRL's head stays."""
     from peft import PeftModel
 
     model = trainer.model
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    if trainer.accelerator.device.type != "cpu" or not _plain_logits(base):
+    if (trainer.accelerator.device.type != "cpu" or not _plain_logits(base)
+            or base.get_output_embeddings().bias is not None):
         return False
     if getattr(trainer, "ref_model", None) is not None:
         return False  # a separate reference model keeps TRL's head; ours use peft adapters
