@@ -163,6 +163,15 @@ def refuse_if_partition_busy(instance: dg.DagsterInstance, partition_key: str) -
                             "it, then retry")
 
 
+def create_pool_limit(instance: dg.DagsterInstance) -> None:
+    """Give the accelerator pool its row (the instance's default limit) before workers fan
+    out: two runs that both create it at their first step collide in Postgres (a unique key
+    violation that fails one of them), as two writers creating one table would."""
+    storage = instance.event_log_storage
+    if ACCELERATOR_POOL not in storage.get_concurrency_keys():
+        storage.initialize_concurrency_limit_to_default(ACCELERATOR_POOL)
+
+
 def upgrade_written_config(config: Path) -> None:
     """Add the settings to a ``dagster.yaml`` an earlier malt-lake wrote (nothing but its
     telemetry lines); a file with anything else is the user's and stays as it is."""

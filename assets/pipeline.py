@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from assets import rounds, runner
+from assets.concurrency import create_pool_limit
 from malt_lake.errors import MaltLakeError
 from malt_lake.evaluate import stored_comparisons, summary
 from malt_lake.lake import Lake
@@ -51,8 +52,10 @@ class RoundResult:
 
 
 def ingest(datasets: list[str] | None, say: Say, round_index: int = 1) -> list[str]:
-    """A round's shard catalog (registers partitions) and every shard's questions."""
+    """A round's shard catalog (registers partitions), the accelerator pool's limit and
+    every shard's questions: what workers need before they fan out."""
     runner.materialize(["dataset_catalog"], round_index=round_index)
+    create_pool_limit(runner.instance())
     configured = runner.registered_partitions(kind="datasets")
     unknown = sorted(set(datasets or []) - set(configured))
     if unknown:

@@ -70,6 +70,13 @@ def test_two_workers_on_one_postgres_instance_lose_nothing(tmp_path, postgres):
     ingest = subprocess.run([CLI, "ingest"], env=env, capture_output=True, text=True,
                             timeout=300)
     assert ingest.returncode == 0, ingest.stderr
+    os.environ.update(postgres)  # the instance's config reads them
+    try:  # the pool's row exists before the workers fan out (they would race to create it)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert "malt_accelerator" in instance.event_log_storage.get_concurrency_keys()
+    finally:
+        for name in postgres:
+            os.environ.pop(name, None)
 
     workers = [subprocess.Popen([CLI, "materialize", "--select", "tree", "--partition", shard],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
