@@ -59,6 +59,15 @@ def test_no_labelled_token_gives_a_zero_loss_that_still_backpropagates():
     assert hidden.grad.shape == (0, 8)
 
 
+def _loss_and_grads(trainer, batch: dict) -> tuple[float, dict[str, torch.Tensor]]:
+    """One batch's loss and the trainable parameters' gradients, through the trainer."""
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                         if p.requires_grad}
+
+
 @pytest.fixture
 def embedded():
     from malt_lake.backends.transformers_backend import resolve_model
@@ -86,17 +95,10 @@ def test_an_sft_batch_has_the_same_loss_and_gradients_under_both_heads(embedded,
             torch.nn.init.normal_(param, std=0.02)
     batch = next(iter(trainer.get_train_dataloader()))
 
-    def loss_and_grads() -> tuple[float, dict[str, torch.Tensor]]:
-        trainer.model.zero_grad()
-        loss = trainer.compute_loss(trainer.model, dict(batch))
-        loss.backward()
-        return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
-                             if p.requires_grad}
-
-    fused_loss, fused_grads = loss_and_grads()
+    fused_loss, fused_grads = _loss_and_grads(trainer, batch)
     fused_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
     assert use_compact_cpu_lm_head(trainer)
-    compact_loss, compact_grads = loss_and_grads()
+    compact_loss, compact_grads = _loss_and_grads(trainer, batch)
     compact_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
 
     assert compact_loss == pytest.approx(fused_loss, rel=1e-5)
@@ -153,16 +155,9 @@ def test_a_dpo_batch_has_the_same_loss_and_gradients_under_both_heads(embedded, 
                          processing_class=tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))
 
-    def loss_and_grads() -> tuple[float, dict[str, torch.Tensor]]:
-        trainer.model.zero_grad()
-        loss = trainer.compute_loss(trainer.model, dict(batch))
-        loss.backward()
-        return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
-                             if p.requires_grad}
-
-    fused_loss, fused_grads = loss_and_grads()
+    fused_loss, fused_grads = _loss_and_grads(trainer, batch)
     assert use_compact_cpu_lm_head(trainer)
-    compact_loss, compact_grads = loss_and_grads()
+    compact_loss, compact_grads = _loss_and_grads(trainer, batch)
     assert compact_loss == pytest.approx(fused_loss, rel=1e-5)
     for name, grad in fused_grads.items():
         assert torch.allclose(compact_grads[name], grad, rtol=1e-3, atol=1e-7), name
