@@ -14,7 +14,9 @@ import typer
 from assets import pipeline, runner
 from assets.rounds import check_round
 from assets.study import STUDY_PROJECT, StudyPlan
+from malt_lake import storage
 from malt_lake.cli import RoundOption, app, console, current_lake, print_frame, run
+from malt_lake.lake import Lake
 from malt_lake.query import run_read_only
 from malt_lake.settings import BUILTIN_PROJECTS, is_source_checkout
 
@@ -170,13 +172,13 @@ def demo(
         print_frame(_summary_frame(result.summaries[DEMO_DATASET]), limit=20)
         _print_comparisons(result.comparisons[DEMO_DATASET])
     _print_truncation(results[-1].warehouse)
-    report = results[-1].warehouse / "reports" / f"eval-{DEMO_DATASET}.md"
+    report = Lake(results[-1].warehouse).storage.uri("reports", f"eval-{DEMO_DATASET}.md")
     console.print(
         f"\nDone in {time.perf_counter() - started:.0f}s.\n"
-        f"Lake:             {lake.tables_dir}   (Delta tables; polars: "
+        f"Lake:             {lake.tables_uri}   (Delta tables; polars: "
         f"pl.scan_delta(\"{lake.table_uri('credit')}\"))\n"
         f"Report:           {report} (+ .png chart)\n"
-        f"Adapters:         {lake.root / 'adapters'}\n"
+        f"Adapters:         {lake.storage.uri('adapters')}\n"
         f"Open the UI:      {CLI} ui   (then http://127.0.0.1:3000, Assets)\n"
         f"Query the trees:  {CLI} sql \"select node_id, role, value, label "
         "from credit order by node_id limit 20\"\n"
@@ -222,13 +224,13 @@ def study(
     intervals, and the diagnostics that explain the outcome. A rerun resumes."""
     from assets.study import goal_lines, run_study
 
-    root = (warehouse or current_lake().root / "study").expanduser().resolve()
+    root = Lake(warehouse or storage.join(current_lake().location, "study")).location
     os.environ["MALT_WAREHOUSE"] = str(root)
     os.environ["MALT_CONFIG"] = (config if config in BUILTIN_PROJECTS
                                  else str(Path(config).expanduser().resolve()))
     # its own instance, whatever DAGSTER_HOME says: another project's instance holds other
     # partitions under the same keys (arith.train.0000 of the demo is not the study's)
-    os.environ["DAGSTER_HOME"] = str(root / "dagster")
+    os.environ["DAGSTER_HOME"] = str(Lake(root).root / "dagster")
     plan = StudyPlan(dataset=dataset, train_shards=train_shards, n=n, theta=theta, seeds=seeds,
                      eval_limit=eval_limit or None, max_tokens=max_tokens, recipe=recipe,
                      train_steps=train_steps, ablations=ablations)
@@ -330,8 +332,6 @@ def _print_truncation(warehouse) -> None:
     """One line per stage: how many samples hit their token budget (scored only on a complete
     explicit answer marker), then the per-role table."""
     import polars as pl
-
-    from malt_lake.lake import Lake
 
     table = pl.from_arrow(run_read_only(Lake(warehouse), "select * from truncation"))
     console.print("\n[bold]Truncation[/bold] (samples that hit their token budget)")

@@ -72,7 +72,7 @@ def _evaluate(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeR
     dataset = context.partition_key
     spec = project.settings().dataset(dataset)
     the_lake = lake.lake_for(context)
-    store = AdapterStore(the_lake.root, dataset)
+    store = AdapterStore(the_lake, dataset)
     adapters = store.current_paths(ROLES)
     ablations = (ablation_sets(adapters, store.current_sft_paths(ROLES))
                  if config.ablations else None)
@@ -111,6 +111,7 @@ def _evaluate(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeR
         **settings.model_dump()}
     report, chart, _ = write_report(the_lake.root / "reports", dataset, table, intervals,
                                     comparisons, flip_table, settings_used)
+    report_location = the_lake.share(report, chart)
     return dg.MaterializeResult(metadata={
         "truncation": dg.MetadataValue.md(to_markdown(truncation)),
         "dagster/row_count": predictions.num_rows,
@@ -119,7 +120,7 @@ def _evaluate(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeR
         "differences": dg.MetadataValue.md(comparisons_markdown(comparisons)),
         "flips": dg.MetadataValue.md(flips_markdown(flip_table)),
         "chart": dg.MetadataValue.md(inline_image(chart)),
-        "report": dg.MetadataValue.path(str(report)),
+        "report": dg.MetadataValue.path(report_location),
         "untrained_roles": ", ".join(untrained) or "none",
         "eval_id": predictions.column("eval_id")[0].as_py(),
         "scores_sql": dg.MetadataValue.path(str(sql_path("evaluation/summary"))),

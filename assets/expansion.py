@@ -77,7 +77,7 @@ def _previous_round_adapter(context: dg.AssetExecutionContext, lake: LakeResourc
     index = rounds.round_of(context)
     if index == 1:
         return None
-    adapter = AdapterStore(lake.lake(index - 1).root, dataset).current_paths((role,))[role]
+    adapter = AdapterStore(lake.lake(index - 1), dataset).current_paths((role,))[role]
     if adapter is None:
         context.log.warning(f"round {index - 1} has no {dataset} {role} adapter: round {index} "
                             f"expands the {role} with the base model")

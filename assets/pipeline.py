@@ -46,7 +46,7 @@ class RoundPlan:
 @dataclass
 class RoundResult:
     index: int
-    warehouse: Path
+    warehouse: Path | str
     summaries: dict[str, pa.Table] = field(default_factory=dict)
     comparisons: dict[str, pa.Table] = field(default_factory=dict)
 

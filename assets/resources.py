@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -20,11 +19,12 @@ from malt_lake.training.config import Recipe, load_recipe
 class LakeResource(dg.ConfigurableResource):
     """Where the lake lives."""
 
-    warehouse: str = Field(description="Warehouse root directory (MALT_WAREHOUSE).")
+    warehouse: str = Field(description="Warehouse root: a directory or s3://bucket/prefix "
+                           "(MALT_WAREHOUSE).")
 
     def lake(self, round_index: int = 1) -> Lake:
         """Round ``round_index``'s lake (round 1: the warehouse itself)."""
-        return Lake(round_warehouse(Path(self.warehouse).expanduser(), round_index))
+        return Lake(round_warehouse(self.warehouse, round_index))
 
     def lake_for(self, context: dg.AssetExecutionContext) -> Lake:
         """The lake of the round whose asset is running (``assets.rounds``)."""

@@ -22,6 +22,7 @@ from assets.concurrency import (
 from assets.rounds import asset_key, check_round, in_round, op_name, round_of_key
 from malt_lake.environment import environment
 from malt_lake.errors import MaltLakeError
+from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
 from malt_lake.settings import warehouse_root
 
@@ -33,10 +34,11 @@ def quiet_logging() -> dict[str, Any]:
 
 
 def dagster_home() -> Path:
-    """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (created if missing, with the
+    """``$DAGSTER_HOME``, defaulting to ``<warehouse>/dagster`` (this machine's directory of
+    an s3:// warehouse: ``Lake.root``) (created if missing, with the
     concurrency limits of ``assets.concurrency``; a ``dagster.yaml`` an earlier version wrote
     gets them too, any other is the user's and is left as it is)."""
-    home = Path(environment().dagster_home or warehouse_root() / "dagster")
+    home = Path(environment().dagster_home or Lake(warehouse_root()).root / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"  # sqlite storage here; no telemetry, no newsletter modal
     if not config.exists():

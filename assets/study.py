@@ -53,7 +53,7 @@ class StudyPlan:
 
 @dataclass
 class StudyResult:
-    warehouse: Path
+    warehouse: Path | str
     report: Path
     phases: dict[str, float] = field(default_factory=dict)
     comparisons: pa.Table | None = None
@@ -117,7 +117,7 @@ def run_study(plan: StudyPlan, say: Say) -> StudyResult:
         selection=["evaluation"], evaluation=evaluation))
     phases["evaluation"] = time.perf_counter() - started
 
-    result = StudyResult(warehouse, warehouse / "reports" / f"study-{dataset}.md",
+    result = StudyResult(warehouse, lake.root / "reports" / f"study-{dataset}.md",
                          phases, stored_comparisons(lake, dataset), summary(lake, dataset))
     write_study_report(lake, plan, result)
     return result
@@ -184,12 +184,13 @@ def write_study_report(lake: Lake, plan: StudyPlan, result: StudyResult) -> Path
     temp = result.report.with_suffix(".md.partial")
     temp.write_text("\n".join(sections), encoding="utf-8")
     temp.replace(result.report)
+    lake.share(result.report)
     return result.report
 
 
 def training_markdown(lake: Lake, dataset: str) -> str:
     """Per role and stage: rows, steps, first and final loss, dropped rows, loss plot."""
-    store = AdapterStore(lake.root, dataset)
+    store = AdapterStore(lake, dataset)
     lines = ["| role | stage | rows | dropped (too long) | steps | first loss | final loss | "
              "plot |", "|---|---|---|---|---|---|---|---|"]
     for role in ROLES:

@@ -28,8 +28,16 @@ class Environment(BaseModel):
                          "test fake backend, gpu vLLM).")
     config: str | None = Field(None, description="MALT_CONFIG: project TOML, or a built-in "
                                "project's name (demo, study); None = the demo.")
-    warehouse: str | None = Field(None, description="MALT_WAREHOUSE: lake root; None = the "
-                                  "checkout's warehouse/ or ./warehouse.")
+    warehouse: str | None = Field(None, description="MALT_WAREHOUSE: lake root, a directory "
+                                  "or s3://bucket/prefix; None = the checkout's warehouse/ or "
+                                  "./warehouse.")
+    work_dir: str | None = Field(None, description="MALT_WORK_DIR: an s3:// warehouse's "
+                                 "directory on this machine (Dagster instance, locks, adapter "
+                                 "copies); None = one under ~/.cache/malt-lake.")
+    aws_endpoint_url: str | None = Field(None, description="AWS_ENDPOINT_URL: an "
+                                         "S3-compatible store's URL; None = AWS S3.")
+    aws_region: str | None = Field(None, description="AWS_REGION: the bucket's region; "
+                                   "None = us-east-1.")
     dagster_home: str | None = Field(None, description="DAGSTER_HOME: Dagster's storage; "
                                      "None = <warehouse>/dagster.")
     backend: BackendKind | None = Field(None, description="MALT_BACKEND: overrides the "
@@ -55,8 +63,9 @@ class Environment(BaseModel):
         return value.upper() if isinstance(value, str) else value
 
 
-# field -> the variable it is read from
-VARIABLES = {name: ("DAGSTER_HOME" if name == "dagster_home" else f"MALT_{name.upper()}")
+# field -> the variable it is read from (others' own names for DAGSTER_HOME and AWS_*)
+VARIABLES = {name: (name.upper() if name == "dagster_home" or name.startswith("aws_")
+                    else f"MALT_{name.upper()}")
              for name in Environment.model_fields}
 
 

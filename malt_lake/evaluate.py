@@ -23,6 +23,7 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -45,6 +46,7 @@ from malt_lake.prompts import shared_stop, template
 from malt_lake.query import fetch
 from malt_lake.rewards import Checker, checker_for
 from malt_lake.rewards.base import check
+from malt_lake.training.store import MANIFEST
 
 SYSTEMS = ("SA", "SA+MV", "MA", "MA+MV", "MALT", "MALT+MV")
 ABLATIONS = ("MALT(G)", "MALT(V+R)", "MALT(V+R SFT)")
@@ -259,14 +261,32 @@ def evaluation_id(model: str, adapters: AdapterSet, settings: EvalSettings,
                   dataset: str, split: str, budgets: TokenBudgets | None = None,
                   ablations: dict[str, AdapterSet] | None = None,
                   prompts: str | None = None, cut_loops: bool = False) -> str:
-    blob = json.dumps({"model": model, "adapters": adapters, "settings": settings.model_dump(),
+    blob = json.dumps({"model": model, "adapters": _identities(adapters),
+                       "settings": settings.model_dump(),
                        "dataset": dataset, "split": split,
                        "budgets": budgets.model_dump() if budgets else None,
-                       **({"ablations": ablations} if ablations else {}),
+                       **({"ablations": {name: _identities(s) for name, s in ablations.items()}}
+                          if ablations else {}),
                        **({"prompts": _prompt_hashes(prompts)} if prompts else {}),
                        **({"cut_loops": True} if cut_loops else {})},
                       sort_keys=True)
     return "e-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _identities(adapters: AdapterSet) -> dict[str, str | None]:
+    """Each adapter by what it is, not where this machine keeps it: a store's adapter by its
+    version (a hash of base model, recipe and rows) and the stage inside it, so machines
+    sharing a warehouse agree on the evaluation's id; any other adapter by its path."""
+    out: dict[str, str | None] = {}
+    for role, path in adapters.items():
+        out[role] = path
+        if path is not None:
+            directory = Path(path)
+            for version in (directory, *directory.parents[:2]):
+                if (version / MANIFEST).is_file():
+                    out[role] = str(Path(version.name) / directory.relative_to(version))
+                    break
+    return out
 
 
 def _prompt_hashes(prompts: str) -> dict[str, str]:

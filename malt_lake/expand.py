@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -34,7 +32,7 @@ from malt_lake.backends import (
 )
 from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.errors import LakeError
-from malt_lake.lake import Lake, Written, atomic_write
+from malt_lake.lake import Lake, Written
 from malt_lake.lineage import node_fingerprint
 from malt_lake.names import PartitionKey, critique_id, generation_id, refinement_id
 from malt_lake.prompts import RoleTemplate, shared_stop, template
@@ -141,8 +139,9 @@ class Expansion:
             settings.with_budget(_partition_budgets(lake, key), role)
         self.log = log or (lambda message: None)
         self.show_progress = show_progress
-        self.checkpoint_dir = lake.root / "checkpoints" / self.table / \
-            f"dataset={key.dataset}" / f"shard={key.shard}"
+        # under the warehouse, on its storage: a run on another machine resumes from them
+        self.checkpoints = ("checkpoints", self.table, f"dataset={key.dataset}",
+                            f"shard={key.shard}")
 
     def run(self) -> pa.Table:
         if self.write_id is not None:  # a retried step whose first attempt committed
@@ -260,37 +259,44 @@ class Expansion:
         return digest.hexdigest()
 
     def _resume(self, fingerprint: str) -> set[str]:
-        manifest = self.checkpoint_dir / "manifest.json"
-        if manifest.is_file():
-            if json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
+        storage = self.lake.storage
+        manifest = storage.read_bytes(*self.checkpoints, "manifest.json")
+        if manifest is not None:
+            if json.loads(manifest).get("fingerprint") == fingerprint:
                 return {r for f in self._batch_files()
-                        for r in pq.read_table(f, columns=[self._parent_column()])
+                        for r in self._read_batch(f, [self._parent_column()])
                         .column(0).to_pylist()}
             self.log(f"discarding checkpoints of {self.table} {self.key}: model, sampling, "
                      "prompts or parents changed since they were written")
-        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        temp = manifest.with_suffix(".tmp")
-        temp.write_text(json.dumps({"fingerprint": fingerprint}))
-        temp.replace(manifest)
+        storage.delete_tree(*self.checkpoints)
+        storage.write_bytes(json.dumps({"fingerprint": fingerprint}).encode(),
+                            *self.checkpoints, "manifest.json")
         return set()
 
     def _parent_column(self) -> str:
         return {"generator": "question_id", "verifier": "g_id", "refiner": "v_id"}[self.role]
 
-    def _batch_files(self) -> list[Path]:
-        return sorted(self.checkpoint_dir.glob("batch-*.parquet"))
+    def _batch_files(self) -> list[str]:
+        return self.lake.storage.list_files(*self.checkpoints, prefix="batch-",
+                                            suffix=".parquet")
+
+    def _read_batch(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        storage = self.lake.storage
+        return pq.read_table(storage.path(*self.checkpoints, name), columns=columns,
+                             filesystem=storage.filesystem)
 
     def _checkpoint(self, rows: pa.Table) -> None:
         first = rows.column(self._parent_column())[0].as_py() if rows.num_rows else "empty"
         name = hashlib.sha256(first.encode()).hexdigest()[:16]
-        atomic_write(rows, self.checkpoint_dir / f"batch-{len(self._batch_files()):05d}-{name}"
-                                                 ".parquet")
+        buffer = pa.BufferOutputStream()
+        pq.write_table(rows, buffer, compression="zstd")
+        self.lake.storage.write_bytes(buffer.getvalue().to_pybytes(), *self.checkpoints,
+                                      f"batch-{len(self._batch_files()):05d}-{name}.parquet")
 
     def _finish(self, parents: list[Parent]) -> pa.Table:
         files = self._batch_files()
         schema = schemas.schema_of(self.table)
-        table = pa.concat_tables([pq.read_table(f) for f in files]) if files \
+        table = pa.concat_tables([self._read_batch(f) for f in files]) if files \
             else schema.empty_table()
         id_column = {"generator": "g_id", "verifier": "v_id", "refiner": "r_id"}[self.role]
         frame = pl.from_arrow(table).unique(subset=[id_column], keep="first",
@@ -302,7 +308,7 @@ class Expansion:
         result = frame.to_arrow().cast(schema)
         self.written = self.lake.write_partition(self.table, self.key, result,
                                                  write_id=self.write_id)
-        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        self.lake.storage.delete_tree(*self.checkpoints)
         return result
 
 

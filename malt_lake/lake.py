@@ -1,6 +1,6 @@
 """The lake: one Delta table (delta-rs) per lake table, partitioned by dataset and shard.
 
-Layout: ``<root>/lake/<table>/`` holds a Delta table (its ``_delta_log`` and hive-style Parquet
+Layout: ``<warehouse>/lake/<table>/`` holds a Delta table (its ``_delta_log`` and hive-style Parquet
 files). A partition is replaced by one commit, an overwrite whose predicate names the
 partition, so a reader sees the table version before the write or after it, never a mix, and
 a writer killed mid-write leaves the last version readable (its files are in no commit;
@@ -12,6 +12,9 @@ travel) until old versions are vacuumed. Each commit records the partition it re
 application transaction (``partition:<dataset>/<shard>``), so a partition written with zero
 rows still counts as written; a write given a ``write_id`` also records ``write:<id>``, and a
 retried write with the same id finds it committed and changes nothing.
+
+The warehouse is a local directory or an S3 prefix (``malt_lake.storage``): the same commits
+either way, delta-rs reaching the store itself.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from deltalake.transaction import AddAction
 from malt_lake import schemas
 from malt_lake.errors import LakeError
 from malt_lake.names import PartitionKey, check_name
+from malt_lake.storage import Storage
 
 TEMP_PREFIX = ".tmp-"
 LEGACY_FILE = "data.parquet"  # the plain-Parquet layout of malt-lake before Delta
@@ -77,23 +81,56 @@ class Written:
 
 
 class Lake:
-    """The warehouse's Delta tables: atomic partition writes, reads at any version."""
+    """The warehouse's Delta tables: atomic partition writes, reads at any version.
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser().resolve()
-        if any(c in str(self.root) for c in "*?[]{}"):
-            raise LakeError(f"the warehouse path {self.root} holds a glob character (* ? [ ] "
-                            "{ }); DuckDB would read its file lists as patterns. Use another path")
+    ``location`` is where the warehouse lives (a directory or ``s3://bucket/prefix``);
+    ``root`` is this machine's directory for it (the warehouse itself when local)."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.storage = Storage(location)
+        self.location = self.storage.location
+        self.root = self.storage.local_dir
+        if any(c in str(self.location) for c in "*?[]{}"):
+            raise LakeError(f"the warehouse path {self.location} holds a glob character (* ? "
+                            "[ ] { }); DuckDB would read its file lists as patterns. Use "
+                            "another path")
+
+    @property
+    def remote(self) -> bool:
+        return self.storage.remote
 
     @property
     def tables_dir(self) -> Path:
         return self.root / "lake"
 
     def table_dir(self, table: str) -> Path:
+        """A local warehouse's table directory (a remote one has none)."""
+        if self.remote:
+            raise LakeError(f"{table} lives in {self.location}, not in a local directory")
         return self._inside(self.tables_dir / check_name(table, "table"))
 
     def table_uri(self, table: str) -> str:
+        if self.remote:
+            return self.storage.uri("lake", check_name(table, "table"))
         return str(self.table_dir(table))
+
+    def share(self, *files: Path) -> str:
+        """Copy files this machine wrote under ``root`` (reports) to the same place in a
+        remote warehouse; a local warehouse holds them already. Returns where the first one
+        is for readers (a path or a URI)."""
+        for file in files:
+            relative = file.resolve().relative_to(self.root).parts
+            if self.remote:
+                self.storage.upload_file(file, *relative)
+        return self.storage.uri(*files[0].resolve().relative_to(self.root).parts)
+
+    @property
+    def tables_uri(self) -> str:
+        """Where the tables are, for messages and users' own readers."""
+        return self.storage.uri("lake")
+
+    def _open(self, uri: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(uri, version=version, storage_options=self.storage.delta_options)
 
     def _inside(self, path: Path) -> Path:
         resolved = path.resolve()
@@ -113,12 +150,13 @@ class Lake:
         uri = self.table_uri(table)
         self._refuse_legacy(table)
         try:
-            return DeltaTable(uri, version=version)
+            return self._open(uri, version)
         except TableNotFoundError:
             return None
         except Exception as exc:  # delta-rs raises DeltaError for a version it lacks
-            if version is not None and DeltaTable.is_deltatable(uri):
-                latest = DeltaTable(uri).version()
+            if version is not None and DeltaTable.is_deltatable(
+                    uri, storage_options=self.storage.delta_options):
+                latest = self._open(uri).version()
                 raise LakeError(f"{table} has no version {version} (versions 0..{latest}, "
                                 "minus any vacuumed)") from exc
             raise
@@ -127,12 +165,14 @@ class Lake:
         existing = self.delta_table(table)
         if existing is not None:
             return existing
-        self.table_dir(table).mkdir(parents=True, exist_ok=True)
+        if not self.remote:
+            self.table_dir(table).mkdir(parents=True, exist_ok=True)
         try:
             return DeltaTable.create(self.table_uri(table), schemas.schema_of(table),
                                      partition_by=partition_columns(table) or None,
                                      mode="ignore", name=table,
-                                     configuration=TABLE_CONFIGURATION)
+                                     configuration=TABLE_CONFIGURATION,
+                                     storage_options=self.storage.delta_options)
         except Exception:  # another writer created it in the same instant
             created = self.delta_table(table)
             if created is None:
@@ -140,6 +180,8 @@ class Lake:
             return created
 
     def _refuse_legacy(self, table: str) -> None:
+        if self.remote:  # malt-lake never wrote plain Parquet to an object store
+            return
         directory = self.table_dir(table)
         if (directory.is_dir() and not (directory / "_delta_log").exists()
                 and next(directory.rglob(LEGACY_FILE), None) is not None):
@@ -181,22 +223,48 @@ class Lake:
             return done
         relative = (f"dataset={key.dataset}/shard={key.shard}/"
                     f"part-{uuid.uuid4().hex}.zstd.parquet")
-        file = self.table_dir(table) / relative
-        file.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with self._file_in_table(table, relative) as file:
             write(file)
             metadata = pq.read_metadata(file)
             written = metadata.schema.to_arrow_schema()
             if [(f.name, f.type) for f in written] != expected:
                 raise LakeError(f"{table} file does not match its contract (less dataset, "
                                 f"shard):\n{written}\nexpected:\n{expected}")
-        except BaseException:
-            file.unlink(missing_ok=True)
-            raise
-        add = AddAction(path=relative, size=file.stat().st_size, partition_values=partition,
+            size = file.stat().st_size
+        add = AddAction(path=relative, size=size, partition_values=partition,
                         modification_time=int(time.time() * 1000), data_change=True,
                         stats=json.dumps({"numRecords": metadata.num_rows}))
         return self._commit(table, add, partition, write_id, info, rows=metadata.num_rows)
+
+    @contextlib.contextmanager
+    def _file_in_table(self, table: str, relative: str) -> Iterator[Path]:
+        """A local path to write a table's data file at: the file's place in a local table;
+        for a remote one, a temp file uploaded to its place when the block ends. Either way
+        it is in no version until a commit adds it, and it is deleted if the block fails."""
+        if not self.remote:
+            file = self.table_dir(table) / relative
+            file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                yield file
+            except BaseException:
+                file.unlink(missing_ok=True)
+                raise
+            return
+        scratch = self.root / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(scratch)
+        temp = scratch / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        temp.mkdir()
+        try:
+            file = temp / "part.parquet"
+            yield file
+            try:
+                self.storage.upload_file(file, "lake", table, relative)
+            except BaseException:
+                self.storage.delete_file("lake", table, relative)
+                raise
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
 
     def write_whole_table(self, table: str, data: pa.Table, *,
                           write_id: str | None = None) -> Written:
@@ -223,7 +291,7 @@ class Lake:
         if rows is None:
             rows = data.num_rows
         if write_id is not None and (done := _committed(dt, table, uri, write_id)) is not None:
-            _discard(self.table_dir(table), data)
+            self._discard(table, data)
             return done
         marker = _partition_app_id(partition)
         transactions = [Transaction(app_id=marker, version=time.time_ns() // 1000)]
@@ -247,16 +315,34 @@ class Lake:
             else:
                 write_deltalake(uri, data, mode="overwrite", predicate=_predicate(partition),
                                 partition_by=partition_columns(table) or None,
-                                writer_properties=WRITER, commit_properties=properties)
+                                writer_properties=WRITER, commit_properties=properties,
+                                storage_options=self.storage.delta_options)
         except CommitFailedError as exc:
-            _discard(self.table_dir(table), data)
+            self._discard(table, data)
             if write_id is not None and (done := self.committed_write(table, write_id)):
                 return done  # the same write, retried concurrently, won
             where = marker.removeprefix("partition:")
             raise LakeError(f"{table} {where}: another writer committed this partition while "
                             f"this one wrote it; nothing of this write is visible. Retry "
                             f"({str(exc).splitlines()[0][:120]})") from exc
-        return Written(table, uri, _committed_version(uri, token), rows)
+        return Written(table, uri, self._committed_version(table, token), rows)
+
+    def _committed_version(self, table: str, token: str) -> int:
+        """The version our commit got (writers of other partitions may have committed
+        since)."""
+        for commit in self._open(self.table_uri(table)).history(limit=COMMIT_RETRIES + 1):
+            if commit.get("malt.commit") == token:
+                return int(commit["version"])
+        raise LakeError(f"commit {token} not found in the newest versions of "
+                        f"{self.table_uri(table)}")
+
+    def _discard(self, table: str, data: pa.Table | AddAction) -> None:
+        """Delete the file of an in-place write that will not be committed."""
+        if isinstance(data, AddAction):
+            if self.remote:
+                self.storage.delete_file("lake", table, data.path)
+            else:
+                (self.table_dir(table) / data.path).unlink(missing_ok=True)
 
     def committed_write(self, table: str, write_id: str) -> Written | None:
         """The commit of the write ``write_id``, if it happened (a retry's question)."""
@@ -354,13 +440,6 @@ def _committed(dt: DeltaTable, table: str, uri: str, write_id: str) -> Written |
     return Written(table, uri, dt.version(), 0, skipped=True)
 
 
-def _discard(directory: Path, data: pa.Table | AddAction) -> None:
-    """Delete the file of an in-place write (in the table's ``directory``) that will not be
-    committed."""
-    if isinstance(data, AddAction):
-        (directory / data.path).unlink(missing_ok=True)
-
-
 def _partition_app_id(partition: dict[str, str]) -> str:
     if not partition:
         return "partition:*"
@@ -373,15 +452,6 @@ def _predicate(partition: dict[str, str]) -> str | None:
         return None
     return " AND ".join(f"{column} = '{value.replace(chr(39), chr(39) * 2)}'"
                         for column, value in partition.items())
-
-
-def _committed_version(uri: str, token: str) -> int:
-    """The version our commit got (writers of other partitions may have committed since)."""
-    dt = DeltaTable(uri)
-    for commit in dt.history(limit=COMMIT_RETRIES + 1):
-        if commit.get("malt.commit") == token:
-            return int(commit["version"])
-    raise LakeError(f"commit {token} not found in the newest versions of {uri}")
 
 
 def _conform_read(data: pa.Table, table: str, columns: list[str] | None) -> pa.Table:

@@ -24,6 +24,9 @@ ASIDE_SUFFIX = ".plain-parquet"
 
 def migrate_plain_parquet(lake: Lake) -> dict[str, int]:
     """Convert every plain-Parquet table; returns the files converted per table."""
+    if lake.remote:
+        raise LakeError(f"{lake.location} is an object store; only a local warehouse can hold "
+                        "the plain Parquet of malt-lake before Delta")
     converted = {}
     for table in schemas.ALL_TABLES:
         directory = lake.tables_dir / table

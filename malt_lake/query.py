@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from malt_lake import schemas
 from malt_lake.environment import environment
@@ -55,15 +56,15 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
                 {"limit": environment().duckdb_memory_limit})
     for table in schemas.ALL_TABLES:
         if tables is None or table in tables:
-            _table_view(con, table, table, lake.data_files(table))
+            _table_view(con, table, table, _source(lake, table))
     for table, version in _pairs(as_of):
         if table not in schemas.ALL_TABLES:
             raise QueryRefused(f"--as-of names {table!r}, not a lake table "
                                f"({', '.join(sorted(schemas.ALL_TABLES))})")
-        files = lake.data_files(table, version)
-        if files is None:
+        source = _source(lake, table, version)
+        if source is None:
             raise QueryRefused(f"{table} has not been written yet, so it has no versions")
-        _table_view(con, f"{table}_v{version}", table, files)
+        _table_view(con, f"{table}_v{version}", table, source)
     if versions_view:  # reads every table's log: only for a query that names the view
         con.register("lake_versions", lake_versions(lake))
     for name in (DERIVED_VIEWS + ANALYTICS_VIEWS) if derived else []:
@@ -75,14 +76,30 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     return con
 
 
+def _source(lake: Lake, table: str, version: int | None = None
+            ) -> list[str] | pads.Dataset | None:
+    """What a view reads: a local table's Parquet files (DuckDB's own reader), or a remote
+    table's Arrow dataset (DuckDB has no S3 client here, and cannot download one)."""
+    if lake.remote:
+        return lake.dataset(table, version)
+    return lake.data_files(table, version)
+
+
 def _table_view(con: duckdb.DuckDBPyConnection, name: str, table: str,
-                files: list[str] | None) -> None:
+                files: list[str] | pads.Dataset | None) -> None:
     """``name``: the table's columns in contract order over exactly the Parquet files of one
     Delta version, read by DuckDB's own reader (partition values from the hive paths, so a
     filter on dataset or shard skips whole files; column and row-group filters are pushed
     into the reader). No file yet: a typed empty table. The file list is part of the view's
-    text (a view cannot bind parameters); the paths are the lake's own, quotes doubled."""
+    text (a view cannot bind parameters); the paths are the lake's own, quotes doubled.
+    A remote table comes as the Arrow dataset of its version, registered under
+    ``<name>__delta``; DuckDB pushes the same filters into its scanner."""
     schema = schemas.ALL_TABLES[table]
+    columns = ", ".join(f'"{c}"' for c in schema.names)
+    if isinstance(files, pads.Dataset):
+        con.register(f"{name}__delta", files)
+        con.execute(f"create view {name} as select {columns} from {name}__delta")
+        return
     if not files:
         con.register(name, schema.empty_table())
         return
@@ -90,7 +107,6 @@ def _table_view(con: duckdb.DuckDBPyConnection, name: str, table: str,
     listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     options = (", hive_partitioning = true, hive_types = {"
                + ", ".join(f"'{c}': 'VARCHAR'" for c in hive) + "}") if hive else ""
-    columns = ", ".join(f'"{c}"' for c in schema.names)
     try:
         con.execute(f"create view {name} as select {columns} "
                     f"from read_parquet([{listing}]{options})")
@@ -155,7 +171,8 @@ def run_read_only(lake: Lake, sql: str, as_of: AsOf | None = None) -> pa.Table:
             return con.sql(sql).to_arrow_table()
         except duckdb.PermissionException as exc:
             raise QueryRefused(
-                f"{exc}. `malt-lake sql` may only read files under {lake.root}"
+                f"{exc}. `malt-lake sql` may only read "
+                + ("the lake's views" if lake.remote else f"files under {lake.root}")
             ) from exc
         except OUR_FAULTS:
             raise

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from malt_lake import storage
 from malt_lake.budgets import TokenBudgets, family_budgets
 from malt_lake.environment import environment
 from malt_lake.errors import ConfigError, LakeError
@@ -239,22 +240,23 @@ def resolve_path(value: str, base: Path) -> str:
     return str(Path(expanded) if os.path.isabs(expanded) else (base / expanded))
 
 
-def warehouse_root() -> Path:
-    """The lake root: ``$MALT_WAREHOUSE``; else, run from a source checkout, its
-    ``warehouse/``; else (an installed package) ``./warehouse`` under the working directory,
-    never a directory inside site-packages."""
+def warehouse_root() -> Path | str:
+    """The lake root: ``$MALT_WAREHOUSE`` (a directory, or ``s3://bucket/prefix`` as a
+    string); else, run from a source checkout, its ``warehouse/``; else (an installed
+    package) ``./warehouse`` under the working directory, never a directory inside
+    site-packages."""
     chosen = environment().warehouse
     if chosen:
-        return Path(chosen).expanduser().resolve()
+        return storage.normalize(chosen)
     if is_source_checkout():
         return (REPO_ROOT / "warehouse").resolve()
     return (Path.cwd() / "warehouse").resolve()
 
 
-def round_warehouse(root: Path, index: int) -> Path:
+def round_warehouse(root: Path | str, index: int) -> Path | str:
     """Round ``index``'s lake: the warehouse itself for round 1, ``rounds/round-<i>`` under it
     for a later round (its own tables, adapters and reports)."""
-    return root if index == 1 else root / "rounds" / f"round-{index}"
+    return root if index == 1 else storage.join(root, "rounds", f"round-{index}")
 
 
 def is_source_checkout() -> bool:

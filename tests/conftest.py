@@ -1,4 +1,5 @@
-"""Shared fixtures: a temp warehouse per test, the shared datasets by path setting."""
+"""Shared fixtures: a temp warehouse per test (local, or a bucket of a real S3 server), the
+shared datasets by path setting."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dagster as dg
 import pytest
 
 from malt_lake.lake import Lake
+from tests.s3 import moto_server, new_lake_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +33,25 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("MALT_CONFIG", raising=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One moto S3 server for the session (each test gets its own bucket)."""
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+           ) -> dict[str, str]:
+    """A warehouse in a fresh bucket (``MALT_WAREHOUSE=s3://<bucket>/wh``), set in this
+    process's environment; the dict is what a subprocess needs besides os.environ."""
+    env = new_lake_env(s3_endpoint, tmp_path / "work")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MALT_CONFIG", raising=False)
+    return env
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from malt_lake.lake import Lake
 def asset_resources(lake: Lake, *, config: Path | None = None,
                     backend: BackendResource | None = None,
                     recipe: Path | None = None) -> dict:
-    return {"lake": LakeResource(warehouse=str(lake.root)),
+    return {"lake": LakeResource(warehouse=str(lake.location)),
             "project": ProjectResource(config_file=str(config) if config else None),
             "backend": backend or BackendResource(kind="fake", model="fake"),
             "training": TrainingResource(recipe_name=str(recipe)) if recipe

@@ -1,5 +1,6 @@
 """deploy/dagster.yaml for real: a throwaway PostgreSQL 15 server, one instance in it, two
-worker processes materializing different shards at once through the CLI, one lake."""
+worker processes, each with a directory of its own as on two machines, materializing
+different shards at once through the CLI into one lake in an S3 bucket (moto's server)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
+from tests.s3 import object_keys
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(REPO / ".venv" / "bin" / "malt-lake")
@@ -58,15 +60,16 @@ def postgres() -> Iterator[dict[str, str]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_two_workers_on_one_postgres_instance_lose_nothing(tmp_path, postgres):
+def test_two_workers_on_one_postgres_instance_and_one_s3_lake_lose_nothing(
+        tmp_path, postgres, s3_env):
     import dagster as dg
 
-    home, warehouse = tmp_path / "dagster", tmp_path / "warehouse"
+    home, warehouse = tmp_path / "dagster", s3_env["MALT_WAREHOUSE"]
     home.mkdir()
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     env = {**{k: v for k, v in os.environ.items() if k not in ("MALT_CONFIG", "MALT_ROUNDS")},
-           **postgres, "DAGSTER_HOME": str(home), "MALT_WAREHOUSE": str(warehouse),
-           "MALT_ENV": "test", "MALT_FAKE_DELAY_S": "0.05"}
+           **postgres, "DAGSTER_HOME": str(home), "MALT_ENV": "test",
+           "MALT_FAKE_DELAY_S": "0.05"}
     ingest = subprocess.run([CLI, "ingest"], env=env, capture_output=True, text=True,
                             timeout=300)
     assert ingest.returncode == 0, ingest.stderr
@@ -79,8 +82,9 @@ def test_two_workers_on_one_postgres_instance_lose_nothing(tmp_path, postgres):
             os.environ.pop(name, None)
 
     workers = [subprocess.Popen([CLI, "materialize", "--select", "tree", "--partition", shard],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for shard in SHARDS]
+                                env={**env, "MALT_WORK_DIR": str(tmp_path / f"machine-{i}")},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for i, shard in enumerate(SHARDS)]
     outcomes = [worker.communicate(timeout=600) for worker in workers]
     for worker, (_, stderr) in zip(workers, outcomes, strict=True):
         assert worker.returncode == 0, stderr
@@ -111,3 +115,8 @@ def test_two_workers_on_one_postgres_instance_lose_nothing(tmp_path, postgres):
             assert lake.has_partition(table, key), (table, shard)
         leaves = lake.read_partition("refinements", key)
         assert leaves.num_rows == 27 * lake.read_partition("questions", key).num_rows
+    for shard in SHARDS:  # both workers' commits are in the bucket, no local table anywhere
+        key = PartitionKey.parse(shard)
+        assert any(f"lake/refinements/dataset={key.dataset}/shard={key.shard}/" in k
+                   for k in object_keys(s3_env, "lake/refinements/")), shard
+    assert not list(tmp_path.glob("machine-*/lake"))

@@ -132,7 +132,7 @@ def whole_graph(lake, instance, resources) -> dict:
                               "evaluation": {"config": {"seeds": 1, "limit": 4}}}}).success
     state = {table: run_read_only(lake, f"select {expr} as id from {table} order by 1")
              .column("id").to_pylist() for table, expr in IDS.items()}
-    store = AdapterStore(lake.root, "arith")
+    store = AdapterStore(lake, "arith")
     state["adapters"] = [d.name if (d := store.current(role)) else None
                          for role in ("generator", "verifier", "refiner")]
     return state

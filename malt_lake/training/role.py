@@ -55,7 +55,7 @@ def train_role(lake: Lake, role: str, recipe: Recipe, *, dataset: str,
     from malt_lake.lake import partition_lock
 
     role_recipe = recipe.role(role)
-    store = AdapterStore(lake.root, dataset)
+    store = AdapterStore(lake, dataset)
     sources = sorted(set(pooled)) if pooled else [dataset]
     sft_rows = sft_examples(lake, role, split, sources)
     if sft_rows.n_rows < role_recipe.sft.min_rows:

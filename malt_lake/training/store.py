@@ -7,6 +7,12 @@ a one-line file replaced atomically; readers resolve it, so they see the old ada
 new one, never a half-written directory. Versions are named by a hash of everything that
 decides the weights (base model, recipe, rows), so a rerun with the same inputs finds its
 version and reuses it.
+
+In a remote warehouse (``s3://``) the store is the object store's ``adapters/`` prefix: a
+version built locally is uploaded manifest last (a version is there once its manifest is),
+then ``CURRENT`` is replaced (one PUT). Readers fetch a version they lack into this
+machine's copy of the warehouse (``Lake.root``) and load it from there; versions never
+change once written, so a copy stays valid.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from malt_lake.errors import ConfigError, LakeError
-from malt_lake.lake import TEMP_PREFIX, remove_stale_temps
+from malt_lake.lake import TEMP_PREFIX, Lake, remove_stale_temps
 from malt_lake.names import check_name
 
 MANIFEST = "manifest.json"
@@ -30,11 +38,15 @@ SFT_STAGE = Path("stages") / "sft"  # inside a version: the adapter before DPO, 
 
 
 class AdapterStore:
-    """One dataset's adapters (every role, every version)."""
+    """One dataset's adapters (every role, every version), in the warehouse of ``lake`` (a
+    Lake, or a local warehouse's path)."""
 
-    def __init__(self, warehouse_root: str | Path, dataset: str) -> None:
+    def __init__(self, lake: Lake | str | Path, dataset: str) -> None:
+        lake = lake if isinstance(lake, Lake) else Lake(lake)
         self.dataset = check_name(dataset, "dataset")
-        self.root = Path(warehouse_root).expanduser().resolve() / "adapters" / self.dataset
+        self.storage = lake.storage
+        # the store itself when local; this machine's copies of its versions when remote
+        self.root = lake.root / "adapters" / self.dataset
 
     def role_dir(self, role: str) -> Path:
         return self._inside(self.root / check_name(role, "role"))
@@ -42,11 +54,22 @@ class AdapterStore:
     def version_dir(self, role: str, version: str) -> Path:
         return self._inside(self.role_dir(role) / check_name(version, "adapter version"))
 
+    def _remote(self, role: str, *parts: str) -> tuple[str, ...]:
+        return ("adapters", self.dataset, check_name(role, "role"), *parts)
+
     def has(self, role: str, version: str) -> bool:
+        if self.storage.remote:
+            return self.storage.exists(*self._remote(role, version, MANIFEST))
         return (self.version_dir(role, version) / MANIFEST).is_file()
 
     def current(self, role: str) -> Path | None:
-        """The published adapter of ``role``, or None if none was trained yet."""
+        """The published adapter of ``role`` (a local directory), or None if none was
+        trained yet."""
+        if self.storage.remote:
+            pointer = self.storage.read_bytes(*self._remote(role, POINTER))
+            if pointer is None:
+                return None
+            return self._local_copy(role, pointer.decode("utf-8").strip())
         pointer = self.role_dir(role) / POINTER
         if not pointer.is_file():
             return None
@@ -76,6 +99,12 @@ class AdapterStore:
         return json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
 
     def versions(self, role: str) -> list[str]:
+        if self.storage.remote:
+            selector = pafs.FileSelector(self.storage.path(*self._remote(role)),
+                                         allow_not_found=True)
+            names = [i.base_name for i in self.storage.filesystem.get_file_info(selector)
+                     if i.type == pafs.FileType.Directory]
+            return sorted(n for n in names if self.has(role, n))
         base = self.role_dir(role)
         return sorted(p.name for p in base.iterdir()
                       if p.is_dir() and (p / MANIFEST).is_file()) if base.is_dir() else []
@@ -99,11 +128,36 @@ class AdapterStore:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(temp, target)
+            if self.storage.remote:
+                self._upload(role, version, target)
         finally:
             shutil.rmtree(temp, ignore_errors=True)
 
+    def _upload(self, role: str, version: str, directory: Path) -> None:
+        """Copy a built version to the object store, its manifest last."""
+        files = sorted(p for p in directory.rglob("*") if p.is_file())
+        for file in sorted(files, key=lambda p: p == directory / MANIFEST):
+            self.storage.upload_file(file, *self._remote(
+                role, version, *file.relative_to(directory).parts))
+
+    def _local_copy(self, role: str, version: str) -> Path:
+        """A remote version's local directory, fetched the first time it is asked for."""
+        directory = self.version_dir(role, version)
+        if (directory / MANIFEST).is_file():
+            return directory
+        if not self.has(role, version):
+            raise LakeError(f"{self.storage.uri(*self._remote(role, POINTER))} points at "
+                            f"{version}, which has no {MANIFEST}; rematerialize the adapter "
+                            "asset")
+        self.storage.download_tree(directory, *self._remote(role, version))
+        return directory
+
     def publish(self, role: str, version: str) -> Path:
         """Point ``CURRENT`` at ``version`` (atomic replace of a one-line file)."""
+        if self.storage.remote:
+            directory = self._local_copy(role, version)
+            self.storage.write_bytes(f"{version}\n".encode(), *self._remote(role, POINTER))
+            return directory
         directory = self.version_dir(role, version)
         if not (directory / MANIFEST).is_file():
             raise LakeError(f"cannot publish {directory}: it has no {MANIFEST}")
