@@ -44,7 +44,9 @@ def materialize(
     partition: Annotated[list[str] | None, typer.Option(
         help="Shard partition(s), e.g. arith.train.0000 (repeatable).")] = None,
     all_train: Annotated[bool, typer.Option(
-        "--all-train", help="Every registered partition of a 'train' split.")] = False,
+        "--all-train", help="Every registered partition of a 'train' split, as one Dagster "
+                            "backfill (a run per shard, side by side under the instance's "
+                            "limits).")] = False,
     dataset: Annotated[list[str] | None, typer.Option(
         help="Dataset(s) whose adapters to train or evaluate (repeatable); default every "
              "configured one.")] = None,
@@ -97,6 +99,8 @@ def materialize(
         raise typer.BadParameter(f"{', '.join(groups['shards'])} need --partition or "
                                  "--all-train", param_hint="--partition")
     datasets = list(dataset or runner.registered_partitions(kind="datasets"))
+    if all_train and "shards" in groups:
+        _backfill(groups.pop("shards"), shard_keys, config, round_index)
     plan = [("shards", shard_keys), (None, [None]), ("datasets", datasets)]
     for kind, keys in plan:
         for key in keys if kind in groups else []:
@@ -106,6 +110,21 @@ def materialize(
                           + (f" for {key}" if key else "")
                           + (f" in round {round_index}" if round_index > 1 else "")
                           + f" in {time.perf_counter() - started:.1f}s")
+
+
+def _backfill(selection: list[str], keys: list[str], config: dict, round_index: int) -> None:
+    """The shard assets over ``keys`` as one Dagster backfill, waited for."""
+    from assets.backfill import run_backfill
+
+    instance = runner.instance()
+    for key in keys:
+        runner.check_partition(instance, "shards", key)
+    started = time.perf_counter()
+    runs = run_backfill(instance, selection, keys, runner.round_config(config, round_index),
+                        console.print, round_index)
+    console.print(f"materialized {', '.join(selection)} for {len(runs)} shard(s)"
+                  + (f" in round {round_index}" if round_index > 1 else "")
+                  + f" in {time.perf_counter() - started:.1f}s (one run per shard)")
 
 
 def _given(**values):

@@ -154,16 +154,8 @@ def materialize(
                             "arith.train.0000" if kind == "shards" else "a dataset such as arith")
     if partition_key is not None and kind is None:
         raise MaltLakeError(f"{', '.join(selection)} are not partitioned; drop the partition")
-    if kind == "shards":
-        PartitionKey.parse(partition_key)
     if kind is not None:
-        known = sorted(dagster_instance.get_dynamic_partitions(kind))
-        if partition_key not in known:
-            raise MaltLakeError(
-                f"unknown partition {partition_key!r}: run `malt-lake ingest` to register the "
-                f"configured datasets and their shards ({len(known)} known: "
-                f"{', '.join(known[:5])}{' ...' if len(known) > 5 else ''})"
-            )
+        check_partition(dagster_instance, kind, partition_key)
 
     resources = resources_for_env()  # the environment now, not at import
     run_config = {**quiet_logging(), **round_config(run_config or {}, round_index)}
@@ -175,6 +167,20 @@ def materialize(
     if not result.success:
         raise MaltLakeError(_failure_message(result, selection, partition_key, round_index))
     return result
+
+
+def check_partition(dagster_instance: dg.DagsterInstance, kind: str, partition_key: str
+                    ) -> None:
+    """A well-formed key the instance has registered, or an error saying how to get it."""
+    if kind == "shards":
+        PartitionKey.parse(partition_key)
+    known = sorted(dagster_instance.get_dynamic_partitions(kind))
+    if partition_key not in known:
+        raise MaltLakeError(
+            f"unknown partition {partition_key!r}: run `malt-lake ingest` to register the "
+            f"configured datasets and their shards ({len(known)} known: "
+            f"{', '.join(known[:5])}{' ...' if len(known) > 5 else ''})"
+        )
 
 
 def _execute(selection: list[str], partition_key: str | None, run_config: dict[str, Any],

@@ -1,0 +1,137 @@
+"""Many shards at once as a Dagster backfill: one run per shard, queued and launched by
+Dagster's daemon under the instance's limits (one run per partition, the accelerator pool), so
+independent shards run side by side and the UI shows the backfill like one launched there.
+
+The CLI (``materialize --all-train``) submits the backfill and waits for it. A daemon already
+serving the instance (``malt-lake ui``, or ``dagster-daemon`` of a deployment) runs it; if none
+is, the CLI starts one for as long as the backfill lasts, its log in the instance's directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.utils import make_new_backfill_id
+
+from assets.rounds import asset_key
+from assets.runner import job_for
+from malt_lake.errors import MaltLakeError
+
+DAEMON_FRESH_S = 60.0   # a heartbeat this recent means a daemon serves the instance
+POLL_S = 1.0
+DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS,
+        BulkActionStatus.COMPLETED_FAILED, BulkActionStatus.FAILED, BulkActionStatus.CANCELED}
+Say = Callable[[str], None]
+
+
+def submit(instance: dg.DagsterInstance, selection: Sequence[str], partition_keys: Sequence[str],
+           run_config: dict[str, Any], round_index: int = 1) -> str:
+    """Add a backfill of ``selection`` (asset names as round 1 names them) over
+    ``partition_keys``; its runs carry ``run_config``. Returns the backfill's id."""
+    from assets.definitions import defs
+
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(), asset_graph=defs.resolve_asset_graph(),
+        partition_names=list(partition_keys),
+        asset_selection=[asset_key(name, round_index) for name in selection],
+        backfill_timestamp=time.time(), tags={"malt/launched_by": "cli"},
+        dynamic_partitions_store=instance, all_partitions=False,
+        title=f"{job_for(selection) or f'{len(selection)} assets'} over "
+              f"{len(partition_keys)} shards",
+        description="malt-lake materialize --all-train", run_config=run_config or None)
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def daemon_serves(instance: dg.DagsterInstance) -> bool:
+    """Whether a daemon's backfill loop has beaten in the last ``DAEMON_FRESH_S``."""
+    beat = instance.get_daemon_heartbeats().get("BACKFILL")
+    return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_S
+
+
+@contextlib.contextmanager
+def daemon_running(instance: dg.DagsterInstance, say: Say) -> Iterator[None]:
+    """A daemon for the instance while the block runs: the one already serving it, or one
+    started here (``dagster-daemon run -m assets.definitions``) and stopped after."""
+    if daemon_serves(instance):
+        say("the instance's daemon runs the backfill")
+        yield
+        return
+    logs = Path(instance.root_directory) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"daemon-{os.getpid()}.log"
+    daemon = Path(sys.executable).parent / "dagster-daemon"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(daemon), "run", "-m", "assets.definitions"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    say(f"started a Dagster daemon for the backfill (pid {proc.pid}, log {log})")
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait(instance: dg.DagsterInstance, backfill_id: str, say: Say,
+         timeout_s: float | None = None) -> list[dg.DagsterRun]:
+    """Follow the backfill until it ends, saying each run's status changes; the runs. A
+    backfill that did not succeed is an error naming its failed partitions. Ctrl-C asks
+    Dagster to cancel it and waits for that."""
+    seen: dict[str, str] = {}
+    started = time.time()
+    cancelled = False
+    while True:
+        try:
+            backfill = instance.get_backfill(backfill_id)
+            assert backfill is not None
+            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+            for run in sorted(runs, key=lambda r: r.tags.get("dagster/partition", "")):
+                status = run.status.value
+                if seen.get(run.run_id) != status:
+                    seen[run.run_id] = status
+                    say(f"  {run.tags.get('dagster/partition', '?')}: {status.lower()} "
+                        f"(run {run.run_id[:8]}, {time.time() - started:.0f}s)")
+            if backfill.status in DONE:
+                break
+            if timeout_s is not None and time.time() - started > timeout_s:
+                raise MaltLakeError(f"backfill {backfill_id} still {backfill.status.value} "
+                                    f"after {timeout_s:.0f}s")
+            time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            if cancelled:
+                raise
+            cancelled = True
+            say(f"cancelling backfill {backfill_id} (Ctrl-C again to leave it running)")
+            backfill = instance.get_backfill(backfill_id)
+            if backfill is not None and backfill.status not in DONE:
+                instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELING))
+    failed = sorted(r.tags.get("dagster/partition", r.run_id) for r in runs
+                    if r.status != dg.DagsterRunStatus.SUCCESS)
+    if backfill.status != BulkActionStatus.COMPLETED_SUCCESS or failed:
+        raise MaltLakeError(f"backfill {backfill_id} ended {backfill.status.value}; runs that "
+                            f"did not succeed: {', '.join(failed) or 'none'} (`malt-lake ui`, "
+                            "Runs, shows their logs)")
+    return runs
+
+
+def run_backfill(instance: dg.DagsterInstance, selection: Sequence[str],
+             partition_keys: Sequence[str], run_config: dict[str, Any], say: Say,
+             round_index: int = 1) -> list[dg.DagsterRun]:
+    """Submit a backfill and wait for it, with a daemon running it."""
+    backfill_id = submit(instance, selection, partition_keys, run_config, round_index)
+    say(f"backfill {backfill_id}: {', '.join(selection)} over {len(partition_keys)} shard(s)")
+    with daemon_running(instance, say):
+        return wait(instance, backfill_id, say)
