@@ -5,6 +5,8 @@ independent shards run side by side and the UI shows the backfill like one launc
 The CLI (``materialize --all-train``) submits the backfill and waits for it. A daemon already
 serving the instance (``malt-lake ui``, or ``dagster-daemon`` of a deployment) runs it; if none
 is, the CLI starts one for as long as the backfill lasts, its log in the instance's directory.
+The backfill is tagged with the CLI's warehouse: a run whose code location would write
+another one refuses to start (``assets.resources.LakeResource``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import dagster as dg
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.utils import make_new_backfill_id
 
+from assets.concurrency import WAREHOUSE_TAG
 from assets.rounds import asset_key
 from assets.runner import job_for
 from malt_lake.errors import MaltLakeError
+from malt_lake.settings import warehouse_root
 
 DAEMON_FRESH_S = 60.0   # a heartbeat this recent means a daemon serves the instance
 POLL_S = 1.0
@@ -43,7 +47,8 @@ def submit(instance: dg.DagsterInstance, selection: Sequence[str], partition_key
         backfill_id=make_new_backfill_id(), asset_graph=defs.resolve_asset_graph(),
         partition_names=list(partition_keys),
         asset_selection=[asset_key(name, round_index) for name in selection],
-        backfill_timestamp=time.time(), tags={"malt/launched_by": "cli"},
+        backfill_timestamp=time.time(),
+        tags={"malt/launched_by": "cli", WAREHOUSE_TAG: str(warehouse_root())},
         dynamic_partitions_store=instance, all_partitions=False,
         title=f"{job_for(selection) or f'{len(selection)} assets'} over "
               f"{len(partition_keys)} shards",
@@ -59,12 +64,16 @@ def daemon_serves(instance: dg.DagsterInstance) -> bool:
 
 
 @contextlib.contextmanager
-def daemon_running(instance: dg.DagsterInstance, say: Say) -> Iterator[None]:
+def daemon_running(instance: dg.DagsterInstance, say: Say
+                   ) -> Iterator[Callable[[], str | None]]:
     """A daemon for the instance while the block runs: the one already serving it, or one
-    started here (``dagster-daemon run -m assets.definitions``) and stopped after."""
+    started here (``dagster-daemon run -m assets.definitions``, in a session of its own so a
+    Ctrl-C reaches only the CLI) and stopped after. Yields a probe that says why the daemon
+    is gone, or None while it serves."""
     if daemon_serves(instance):
         say("the instance's daemon runs the backfill")
-        yield
+        yield lambda: None if daemon_serves(instance) else (
+            f"the instance's daemon stopped beating for {DAEMON_FRESH_S:.0f}s")
         return
     logs = Path(instance.root_directory) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -72,10 +81,11 @@ def daemon_running(instance: dg.DagsterInstance, say: Say) -> Iterator[None]:
     daemon = Path(sys.executable).parent / "dagster-daemon"
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(daemon), "run", "-m", "assets.definitions"],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     say(f"started a Dagster daemon for the backfill (pid {proc.pid}, log {log})")
     try:
-        yield
+        yield lambda: None if proc.poll() is None else (
+            f"the daemon exited with status {proc.returncode}; its log: {log}")
     finally:
         proc.terminate()
         try:
@@ -86,10 +96,12 @@ def daemon_running(instance: dg.DagsterInstance, say: Say) -> Iterator[None]:
 
 
 def wait(instance: dg.DagsterInstance, backfill_id: str, say: Say,
+         daemon_gone: Callable[[], str | None] = lambda: None,
          timeout_s: float | None = None) -> list[dg.DagsterRun]:
-    """Follow the backfill until it ends, saying each run's status changes; the runs. A
-    backfill that did not succeed is an error naming its failed partitions. Ctrl-C asks
-    Dagster to cancel it and waits for that."""
+    """Follow the backfill until it ends, saying each run's status changes; the newest run
+    of each shard (a retried run's last attempt). A backfill that did not succeed, or whose
+    daemon is gone, is an error naming its shards. Ctrl-C asks Dagster to cancel it and
+    waits for that."""
     seen: dict[str, str] = {}
     started = time.time()
     cancelled = False
@@ -106,6 +118,9 @@ def wait(instance: dg.DagsterInstance, backfill_id: str, say: Say,
                         f"(run {run.run_id[:8]}, {time.time() - started:.0f}s)")
             if backfill.status in DONE:
                 break
+            if (gone := daemon_gone()) is not None:
+                raise MaltLakeError(f"backfill {backfill_id} is {backfill.status.value} but "
+                                    f"{gone}; run `malt-lake ui` to let its daemon finish it")
             if timeout_s is not None and time.time() - started > timeout_s:
                 raise MaltLakeError(f"backfill {backfill_id} still {backfill.status.value} "
                                     f"after {timeout_s:.0f}s")
@@ -118,8 +133,14 @@ def wait(instance: dg.DagsterInstance, backfill_id: str, say: Say,
             backfill = instance.get_backfill(backfill_id)
             if backfill is not None and backfill.status not in DONE:
                 instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELING))
-    failed = sorted(r.tags.get("dagster/partition", r.run_id) for r in runs
-                    if r.status != dg.DagsterRunStatus.SUCCESS)
+    newest: dict[str, dg.DagsterRun] = {}
+    records = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        run = record.dagster_run
+        newest[run.tags.get("dagster/partition", run.run_id)] = run
+    runs = list(newest.values())
+    failed = sorted(key for key, run in newest.items()
+                    if run.status != dg.DagsterRunStatus.SUCCESS)
     if backfill.status != BulkActionStatus.COMPLETED_SUCCESS or failed:
         raise MaltLakeError(f"backfill {backfill_id} ended {backfill.status.value}; runs that "
                             f"did not succeed: {', '.join(failed) or 'none'} (`malt-lake ui`, "
@@ -133,5 +154,5 @@ def run_backfill(instance: dg.DagsterInstance, selection: Sequence[str],
     """Submit a backfill and wait for it, with a daemon running it."""
     backfill_id = submit(instance, selection, partition_keys, run_config, round_index)
     say(f"backfill {backfill_id}: {', '.join(selection)} over {len(partition_keys)} shard(s)")
-    with daemon_running(instance, say):
-        return wait(instance, backfill_id, say)
+    with daemon_running(instance, say) as daemon_gone:
+        return wait(instance, backfill_id, say, daemon_gone)

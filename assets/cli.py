@@ -214,7 +214,7 @@ def demo(
 
 @app.command()
 def study(
-    warehouse: Annotated[Path | None, typer.Option(
+    warehouse: Annotated[str | None, typer.Option(
         help="The study's lake and Dagster instance (default: <warehouse>/study).")] = None,
     config: Annotated[str, typer.Option(
         help="Project: the built-in 'study' or a TOML file (e.g. "
@@ -266,7 +266,8 @@ def study(
         f"\nDone in {sum(result.phases.values()):.0f}s ("
         + ", ".join(f"{k} {v:.0f}s" for k, v in result.phases.items()) + ").\n"
         f"Study report:  {result.report}\n"
-        f"Evaluation:    {root / 'reports' / f'eval-{dataset}.md'} (+ .png chart)\n"
+        f"Evaluation:    {Lake(root).storage.uri('reports', f'eval-{dataset}.md')} "
+        "(+ .png chart)\n"
         f"Open the UI:   {env} {CLI} ui\n"
         f"Query:         {env} {CLI} sql \"select * from eval_comparisons\"\n"
         "Run it again to resume after an interruption; --theta re-labels the stored trees.")

@@ -32,6 +32,8 @@ ACCELERATOR_POOL = "malt_accelerator"
 # tags of a run the CLI executes in its own process (``worker_tags``)
 RUN_HOST, RUN_MACHINE, RUN_PID, RUN_STARTED = ("malt/host", "malt/machine", "malt/pid",
                                                "malt/pid_started")
+# the warehouse a backfill was submitted for (``assets.backfill``): its runs write only there
+WAREHOUSE_TAG = "malt/warehouse"
 RELEASE_EVERY_S = 10.0
 PARTITION_TAG = "dagster/partition"
 ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,

@@ -7,12 +7,14 @@ import sys
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from assets.concurrency import WAREHOUSE_TAG
 from assets.rounds import round_of
 from malt_lake.backends import Backend, BackendSettings, build_backend
 from malt_lake.environment import environment
 from malt_lake.errors import ConfigError
 from malt_lake.lake import Lake
 from malt_lake.settings import ProjectSettings, load_settings, round_warehouse, warehouse_root
+from malt_lake.storage import normalize
 from malt_lake.training.config import Recipe, load_recipe
 
 
@@ -27,7 +29,14 @@ class LakeResource(dg.ConfigurableResource):
         return Lake(round_warehouse(self.warehouse, round_index))
 
     def lake_for(self, context: dg.AssetExecutionContext) -> Lake:
-        """The lake of the round whose asset is running (``assets.rounds``)."""
+        """The lake of the round whose asset is running (``assets.rounds``). A run that was
+        submitted for another warehouse (a CLI backfill run by a daemon started with other
+        settings) is refused before it writes anything."""
+        wanted = context.run.tags.get(WAREHOUSE_TAG)
+        if wanted is not None and normalize(wanted) != normalize(self.warehouse):
+            raise ConfigError(f"this run was submitted for the warehouse {wanted}, but the "
+                              f"code location running it writes {self.warehouse}; run the "
+                              f"daemon (`malt-lake ui`) with MALT_WAREHOUSE={wanted}")
         return self.lake(round_of(context))
 
 

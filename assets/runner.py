@@ -38,7 +38,9 @@ def dagster_home() -> Path:
     an s3:// warehouse: ``Lake.root``) (created if missing, with the
     concurrency limits of ``assets.concurrency``; a ``dagster.yaml`` an earlier version wrote
     gets them too, any other is the user's and is left as it is)."""
-    home = Path(environment().dagster_home or Lake(warehouse_root()).root / "dagster")
+    lake = Lake(warehouse_root())
+    lake.storage.check()  # a warehouse that cannot be reached is named before anything runs
+    home = Path(environment().dagster_home or lake.root / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"  # sqlite storage here; no telemetry, no newsletter modal
     if not config.exists():

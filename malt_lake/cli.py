@@ -34,12 +34,13 @@ err_console = Console(stderr=True)
 
 def current_lake(round_index: int = 1) -> Lake:
     """The environment's lake, or a later MALT round's (``<warehouse>/rounds/round-<i>``)."""
-    root = round_warehouse(warehouse_root(), round_index)
-    if round_index > 1 and not root.is_dir():
-        raise MaltLakeError(f"round {round_index} has no lake yet ({root}): run it first "
-                            f"(`malt-lake rounds --k {round_index}`, or `materialize --round "
-                            f"{round_index}`)")
-    return Lake(root)
+    lake = Lake(round_warehouse(warehouse_root(), round_index))
+    lake.storage.check()
+    if round_index > 1 and not lake.storage.is_dir():
+        raise MaltLakeError(f"round {round_index} has no lake yet ({lake.location}): run it "
+                            f"first (`malt-lake rounds --k {round_index}`, or `materialize "
+                            f"--round {round_index}`)")
+    return lake
 
 
 RoundOption = Annotated[int, typer.Option(

@@ -330,9 +330,11 @@ class Lake:
     def _committed_version(self, table: str, token: str) -> int:
         """The version our commit got (writers of other partitions may have committed
         since)."""
-        for commit in self._open(self.table_uri(table)).history(limit=COMMIT_RETRIES + 1):
-            if commit.get("malt.commit") == token:
-                return int(commit["version"])
+        history = self._open(self.table_uri(table)).history
+        for limit in (4, COMMIT_RETRIES + 1):  # a few reads unless many writers committed
+            for commit in history(limit=limit):
+                if commit.get("malt.commit") == token:
+                    return int(commit["version"])
         raise LakeError(f"commit {token} not found in the newest versions of "
                         f"{self.table_uri(table)}")
 

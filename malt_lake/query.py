@@ -70,7 +70,9 @@ def connect(lake: Lake, *, sandboxed: bool = False, derived: bool = True,
     for name in (DERIVED_VIEWS + ANALYTICS_VIEWS) if derived else []:
         con.execute(read_sql(name))
     if sandboxed:
-        con.execute("set allowed_directories = [$root]", {"root": str(lake.root) + "/"})
+        # a remote lake's views are registered datasets: user SQL needs no file at all
+        allowed = [] if lake.remote else [str(lake.root) + "/"]
+        con.execute("set allowed_directories = $allowed", {"allowed": allowed})
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
     return con

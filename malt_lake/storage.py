@@ -81,19 +81,59 @@ class Storage:
 
     @cached_property
     def local_dir(self) -> Path:
-        """This machine's directory for the warehouse: the warehouse itself when local;
-        ``MALT_WORK_DIR``, else a directory under the user cache named after the location,
-        when remote."""
+        """This machine's directory for the warehouse: the warehouse itself when local; when
+        remote, one named after the location under ``MALT_WORK_DIR`` (else under the user
+        cache), so a study's or a later round's lake never shares an instance or locks with
+        the warehouse it sits in."""
         if not self.remote:
             return Path(self.location)
         chosen = environment().work_dir
-        if chosen:
-            return Path(chosen).expanduser().resolve()
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        base = Path(chosen).expanduser() if chosen else \
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "malt-lake"
         split = urlsplit(str(self.location))
         name = f"{split.netloc}{split.path}".replace("/", "_")
         digest = hashlib.sha256(str(self.location).encode()).hexdigest()[:8]
-        return (cache / "malt-lake" / "warehouses" / f"{name}-{digest}").resolve()
+        return (base / "warehouses" / f"{name}-{digest}").resolve()
+
+    @property
+    def bucket(self) -> str:
+        return urlsplit(str(self.location)).netloc
+
+    @cached_property
+    def region(self) -> str:
+        """``AWS_REGION``; else, on AWS itself, the bucket's own region (asked once); else
+        the region S3-compatible stores accept."""
+        chosen = environment().aws_region
+        if chosen:
+            return chosen
+        if not environment().aws_endpoint_url:
+            try:
+                return pafs.resolve_s3_region(self.bucket)
+            except OSError:
+                pass  # check() names the bucket that cannot be reached
+        return DEFAULT_REGION
+
+    def check(self) -> None:
+        """A remote warehouse's bucket answers, or a ConfigError saying which setting to
+        look at (rather than a client's traceback minutes of retries later)."""
+        if not self.remote:
+            return
+        endpoint = environment().aws_endpoint_url
+        if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ConfigError(f"AWS_ENDPOINT_URL={endpoint!r} needs its scheme "
+                              "(http://host:port or https://host)")
+        where = f" at {endpoint}" if endpoint else ""
+        try:
+            info = self.filesystem.get_file_info(self.bucket)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot reach the warehouse {self.location}{where}: "
+                f"{str(exc).splitlines()[0][:200]}. Check AWS_ENDPOINT_URL, AWS_REGION and "
+                "the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)"
+            ) from None
+        if info.type == pafs.FileType.NotFound:
+            raise ConfigError(f"bucket {self.bucket!r}{where} does not exist; create it or "
+                              f"fix MALT_WAREHOUSE ({self.location})")
 
     # -- clients --------------------------------------------------------------------------
     @cached_property
@@ -101,7 +141,9 @@ class Storage:
         if not self.remote:
             return pafs.LocalFileSystem()
         endpoint = environment().aws_endpoint_url
-        options: dict = {"region": environment().aws_region or DEFAULT_REGION}
+        options: dict = {"region": self.region, "connect_timeout": 10,
+                         "request_timeout": 60,
+                         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
         if endpoint:
             split = urlsplit(endpoint)
             options["endpoint_override"] = split.netloc or endpoint
@@ -114,8 +156,7 @@ class Storage:
         make a commit fail rather than overwrite another machine's (no lock service)."""
         if not self.remote:
             return None
-        options = {"AWS_REGION": environment().aws_region or DEFAULT_REGION,
-                   "aws_conditional_put": "etag"}
+        options = {"AWS_REGION": self.region, "aws_conditional_put": "etag"}
         endpoint = environment().aws_endpoint_url
         if endpoint:
             options["AWS_ENDPOINT_URL"] = endpoint
@@ -124,6 +165,10 @@ class Storage:
         return options
 
     # -- files ----------------------------------------------------------------------------
+    def is_dir(self, *parts: str) -> bool:
+        """Whether ``parts`` is a directory (remotely: a prefix holding any key)."""
+        return self.filesystem.get_file_info(self.path(*parts)).type == pafs.FileType.Directory
+
     def exists(self, *parts: str) -> bool:
         return self.filesystem.get_file_info(self.path(*parts)).type == pafs.FileType.File
 

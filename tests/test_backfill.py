@@ -77,3 +77,25 @@ def test_a_backfill_whose_runs_fail_is_an_error_naming_the_shards(tmp_path):
     assert backfills[0].status.value != "COMPLETED_SUCCESS"
     assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.FAILURE}
     assert not Lake(root).has_partition("credit", PartitionKey.parse(SHARDS[0]))
+
+
+def test_a_run_submitted_for_another_warehouse_writes_nothing(lake, instance, tmp_path):
+    """A backfill carries the CLI's warehouse; a daemon whose code location writes another
+    one (started with other settings) must not run it there."""
+    from assets.concurrency import WAREHOUSE_TAG
+    from assets.definitions import ALL_ASSETS
+    from tests.resources import asset_resources
+
+    resources = asset_resources(lake)
+    assert dg.materialize(ALL_ASSETS, selection=["dataset_catalog"], instance=instance,
+                          resources=resources).success
+    result = dg.materialize(ALL_ASSETS, selection=["questions"], partition_key=SHARDS[0],
+                            instance=instance, resources=resources, raise_on_error=False,
+                            tags={WAREHOUSE_TAG: str(tmp_path / "elsewhere")})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "submitted for the warehouse" in str(failure.step_failure_data.error)
+    assert not lake.has_partition("questions", PartitionKey.parse(SHARDS[0]))
+    assert dg.materialize(ALL_ASSETS, selection=["questions"], partition_key=SHARDS[0],
+                          instance=instance, resources=resources,
+                          tags={WAREHOUSE_TAG: str(lake.location)}).success

@@ -41,7 +41,7 @@ def test_whole_graph_on_s3_equals_the_local_run(s3_env, tmp_path, monkeypatch):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY_RECIPE)
     s3_lake = Lake(s3_env["MALT_WAREHOUSE"])
-    assert s3_lake.remote and s3_lake.root == tmp_path / "work"
+    assert s3_lake.remote and s3_lake.root.is_relative_to(tmp_path / "work")
     with dg.instance_for_test() as instance:
         on_s3 = whole_graph(s3_lake, instance, asset_resources(s3_lake, recipe=recipe))
 
@@ -86,8 +86,11 @@ def test_sql_on_s3_pushes_filters_into_the_scan_and_stays_read_only(s3_env):
                                  "order by role").to_pylist()
     assert counts == [{"role": "generator", "n": 48}, {"role": "refiner", "n": 27 * 16},
                       {"role": "verifier", "n": 144}]
-    refused = run_cli(s3_env, "sql", "select * from read_text('/etc/hostname')")
-    assert refused.returncode == 2 and "may only read the lake's views" in refused.stderr
+    instance_file = Path(s3_env["DAGSTER_HOME"]) / "dagster.yaml"
+    assert instance_file.is_file()
+    for path in ("/etc/hostname", str(instance_file)):  # this machine's files: none
+        refused = run_cli(s3_env, "sql", f"select * from read_text('{path}')")
+        assert refused.returncode == 2 and "may only read the lake's views" in refused.stderr
 
 
 def test_kill_9_mid_generation_on_s3_resumes_on_another_machine(s3_env, tmp_path):
@@ -169,6 +172,17 @@ def test_kill_9_between_upload_and_commit_leaves_the_previous_version(s3_env):
     removed = lake.vacuum(0, dry_run=False)["credit"]
     assert [r.rsplit("/", 1)[-1] for r in removed] == [next(iter(orphans)).rsplit("/", 1)[-1]]
     assert lake.read_required("credit", key).equals(before)
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"MALT_WAREHOUSE": "s3://no-such-bucket/wh"}, "bucket 'no-such-bucket' at http"),
+    ({"AWS_ENDPOINT_URL": "127.0.0.1:1"}, "AWS_ENDPOINT_URL='127.0.0.1:1' needs its scheme"),
+])
+@pytest.mark.parametrize("command", [["ingest"], ["sql", "select 1"]])
+def test_a_warehouse_that_cannot_be_reached_is_named(s3_env, change, needle, command):
+    proc = run_cli({**s3_env, **change}, *command)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("location", ["s3://", "s3:///prefix"])

@@ -11,8 +11,9 @@ version and reuses it.
 In a remote warehouse (``s3://``) the store is the object store's ``adapters/`` prefix: a
 version built locally is uploaded manifest last (a version is there once its manifest is),
 then ``CURRENT`` is replaced (one PUT). Readers fetch a version they lack into this
-machine's copy of the warehouse (``Lake.root``) and load it from there; versions never
-change once written, so a copy stays valid.
+machine's copy of the warehouse (``Lake.root``) and load it from there. A version is named by
+its inputs, so a copy stays valid; only ``--force-train`` rewrites a version in place, and a
+machine that fetched it before keeps its earlier copy.
 """
 
 from __future__ import annotations
@@ -134,7 +135,10 @@ class AdapterStore:
             shutil.rmtree(temp, ignore_errors=True)
 
     def _upload(self, role: str, version: str, directory: Path) -> None:
-        """Copy a built version to the object store, its manifest last."""
+        """Copy a built version to the object store, its manifest last. A forced retrain of
+        a version that is there already takes its manifest away first, so until the new one
+        lands the version counts as absent rather than complete with mixed files."""
+        self.storage.delete_file(*self._remote(role, version, MANIFEST))
         files = sorted(p for p in directory.rglob("*") if p.is_file())
         for file in sorted(files, key=lambda p: p == directory / MANIFEST):
             self.storage.upload_file(file, *self._remote(
