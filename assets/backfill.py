@@ -63,14 +63,19 @@ def daemon_serves(instance: dg.DagsterInstance) -> bool:
     return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_S
 
 
+class DaemonGone(MaltLakeError):
+    """The daemon running a backfill stopped before the backfill ended."""
+
+
 @contextlib.contextmanager
-def daemon_running(instance: dg.DagsterInstance, say: Say
+def daemon_running(instance: dg.DagsterInstance, say: Say, *, reuse: bool = True
                    ) -> Iterator[Callable[[], str | None]]:
-    """A daemon for the instance while the block runs: the one already serving it, or one
-    started here (``dagster-daemon run -m assets.definitions``, in a session of its own so a
-    Ctrl-C reaches only the CLI) and stopped after. Yields a probe that says why the daemon
-    is gone, or None while it serves."""
-    if daemon_serves(instance):
+    """A daemon for the instance while the block runs: the one already serving it (if
+    ``reuse``), or one started here (``dagster-daemon run -m assets.definitions``, in a
+    session of its own so a Ctrl-C reaches only the CLI) and stopped after, its heartbeats
+    wiped so the next CLI does not take the stopped daemon for a live one. Yields a probe
+    that says why the daemon is gone, or None while it serves."""
+    if reuse and daemon_serves(instance):
         say("the instance's daemon runs the backfill")
         yield lambda: None if daemon_serves(instance) else (
             f"the instance's daemon stopped beating for {DAEMON_FRESH_S:.0f}s")
@@ -93,18 +98,19 @@ def daemon_running(instance: dg.DagsterInstance, say: Say
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        instance.wipe_daemon_heartbeats()
 
 
 def wait(instance: dg.DagsterInstance, backfill_id: str, say: Say,
          daemon_gone: Callable[[], str | None] = lambda: None,
-         timeout_s: float | None = None) -> list[dg.DagsterRun]:
+         timeout_s: float | None = None, expected: int = 1) -> list[dg.DagsterRun]:
     """Follow the backfill until it ends, saying each run's status changes; the newest run
     of each shard (a retried run's last attempt). A backfill that did not succeed, or whose
     daemon is gone, is an error naming its shards. Ctrl-C asks Dagster to cancel it and
     waits for that."""
     seen: dict[str, str] = {}
     started = time.time()
-    cancelled = False
+    cancelled = told = False
     while True:
         try:
             backfill = instance.get_backfill(backfill_id)
@@ -118,8 +124,14 @@ def wait(instance: dg.DagsterInstance, backfill_id: str, say: Say,
                         f"(run {run.run_id[:8]}, {time.time() - started:.0f}s)")
             if backfill.status in DONE:
                 break
+            shards = {r.tags.get("dagster/partition") for r in runs}
+            if not told and len(shards) >= expected and all(
+                    r.status == dg.DagsterRunStatus.SUCCESS for r in runs):
+                told = True  # the daemon closes a backfill at its next look, every 30 s
+                say("  every run succeeded; waiting for Dagster's backfill daemon to close "
+                    "the backfill")
             if (gone := daemon_gone()) is not None:
-                raise MaltLakeError(f"backfill {backfill_id} is {backfill.status.value} but "
+                raise DaemonGone(f"backfill {backfill_id} is {backfill.status.value} but "
                                     f"{gone}; run `malt-lake ui` to let its daemon finish it")
             if timeout_s is not None and time.time() - started > timeout_s:
                 raise MaltLakeError(f"backfill {backfill_id} still {backfill.status.value} "
@@ -149,10 +161,20 @@ def wait(instance: dg.DagsterInstance, backfill_id: str, say: Say,
 
 
 def run_backfill(instance: dg.DagsterInstance, selection: Sequence[str],
-             partition_keys: Sequence[str], run_config: dict[str, Any], say: Say,
-             round_index: int = 1) -> list[dg.DagsterRun]:
-    """Submit a backfill and wait for it, with a daemon running it."""
+                 partition_keys: Sequence[str], run_config: dict[str, Any], say: Say,
+                 round_index: int = 1) -> list[dg.DagsterRun]:
+    """Submit a backfill and wait for it, with a daemon running it (one started here if the
+    daemon that seemed to serve the instance stops beating)."""
     backfill_id = submit(instance, selection, partition_keys, run_config, round_index)
     say(f"backfill {backfill_id}: {', '.join(selection)} over {len(partition_keys)} shard(s)")
-    with daemon_running(instance, say) as daemon_gone:
-        return wait(instance, backfill_id, say, daemon_gone)
+    expected = len(set(partition_keys))
+    reused = daemon_serves(instance)
+    try:
+        with daemon_running(instance, say) as daemon_gone:
+            return wait(instance, backfill_id, say, daemon_gone, expected=expected)
+    except DaemonGone as gone:
+        if not reused:
+            raise
+        say(f"{gone}; starting a daemon here")
+    with daemon_running(instance, say, reuse=False) as daemon_gone:
+        return wait(instance, backfill_id, say, daemon_gone, expected=expected)

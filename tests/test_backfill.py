@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.execution.backfill import PartitionBackfill
 
 from assets.concurrency import ACCELERATOR_POOL
 from malt_lake.lake import Lake
@@ -29,19 +30,30 @@ def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def backfill_runs(root: Path) -> tuple[list, list[dg.RunRecord]]:
+def backfill_runs(root: Path) -> tuple[PartitionBackfill, list[dg.RunRecord]]:
+    """The newest backfill and its runs, oldest first."""
     with dg.DagsterInstance.from_config(str(root / "dagster")) as instance:
-        backfills = instance.get_backfills()
+        backfill = max(instance.get_backfills(), key=lambda b: b.backfill_timestamp)
         records = instance.get_run_records(dg.RunsFilter(tags={
-            "dagster/backfill": backfills[0].backfill_id})) if backfills else []
-        return backfills, sorted(records, key=lambda r: r.start_time or 0)
+            "dagster/backfill": backfill.backfill_id}))
+        return backfill, sorted(records, key=lambda r: r.start_time or 0)
 
 
 def test_all_train_is_one_backfill_whose_shards_run_side_by_side(tmp_path):
+    """A backfill whose runs fail is an error naming the shards and writes nothing; then the
+    tree over every train shard, with two accelerator slots so both shards expand at once."""
     root = tmp_path / "warehouse"
     env = env_for(root)
     assert run_cli(env, "ingest").returncode == 0
-    # two accelerator slots: both shards' expansions may run at once
+    proc = run_cli(env, "materialize", "--select", "credit", "--all-train")  # no trees yet
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "runs that did not succeed: arith.train.0000, arith.train.0001" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    backfill, records = backfill_runs(root)
+    assert backfill.status.value != "COMPLETED_SUCCESS"
+    assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.FAILURE}
+    assert not Lake(root).has_partition("credit", PartitionKey.parse(SHARDS[0]))
+
     subprocess.run([sys.executable, "-m", "dagster", "instance", "concurrency", "set",
                     ACCELERATOR_POOL, "2"], env=env, check=True, capture_output=True)
     proc = run_cli(env, "materialize", "--select", "tree", "--all-train")
@@ -49,8 +61,8 @@ def test_all_train_is_one_backfill_whose_shards_run_side_by_side(tmp_path):
     assert "started a Dagster daemon for the backfill" in proc.stdout
     assert "for 2 shard(s)" in proc.stdout
 
-    backfills, records = backfill_runs(root)
-    assert len(backfills) == 1 and backfills[0].status.value == "COMPLETED_SUCCESS"
+    backfill, records = backfill_runs(root)
+    assert backfill.status.value == "COMPLETED_SUCCESS"
     assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == list(SHARDS)
     assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
     first, second = records
@@ -63,20 +75,6 @@ def test_all_train_is_one_backfill_whose_shards_run_side_by_side(tmp_path):
         key = PartitionKey.parse(shard)
         assert lake.read_required("refinements", key).num_rows == \
             27 * lake.read_required("questions", key).num_rows
-
-
-def test_a_backfill_whose_runs_fail_is_an_error_naming_the_shards(tmp_path):
-    root = tmp_path / "warehouse"
-    env = env_for(root)
-    assert run_cli(env, "ingest").returncode == 0
-    proc = run_cli(env, "materialize", "--select", "credit", "--all-train")  # no trees yet
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "runs that did not succeed: arith.train.0000, arith.train.0001" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    backfills, records = backfill_runs(root)
-    assert backfills[0].status.value != "COMPLETED_SUCCESS"
-    assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.FAILURE}
-    assert not Lake(root).has_partition("credit", PartitionKey.parse(SHARDS[0]))
 
 
 def test_a_run_submitted_for_another_warehouse_writes_nothing(lake, instance, tmp_path):

@@ -174,11 +174,12 @@ def test_kill_9_between_upload_and_commit_leaves_the_previous_version(s3_env):
     assert lake.read_required("credit", key).equals(before)
 
 
-@pytest.mark.parametrize(("change", "needle"), [
-    ({"MALT_WAREHOUSE": "s3://no-such-bucket/wh"}, "bucket 'no-such-bucket' at http"),
-    ({"AWS_ENDPOINT_URL": "127.0.0.1:1"}, "AWS_ENDPOINT_URL='127.0.0.1:1' needs its scheme"),
+@pytest.mark.parametrize(("change", "needle", "command"), [
+    ({"MALT_WAREHOUSE": "s3://no-such-bucket/wh"}, "bucket 'no-such-bucket' at http",
+     ["ingest"]),
+    ({"AWS_ENDPOINT_URL": "127.0.0.1:1"}, "AWS_ENDPOINT_URL='127.0.0.1:1' needs its scheme",
+     ["sql", "select 1"]),
 ])
-@pytest.mark.parametrize("command", [["ingest"], ["sql", "select 1"]])
 def test_a_warehouse_that_cannot_be_reached_is_named(s3_env, change, needle, command):
     proc = run_cli({**s3_env, **change}, *command)
     assert proc.returncode == 2, proc.stdout + proc.stderr
