@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.ports import free_port
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "malt-test", "AWS_SECRET_ACCESS_KEY": "malt-test",
                "AWS_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
+from tests.ports import free_port
 from tests.s3 import object_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,12 +24,6 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SHARDS = ("arith.train.0000", "arith.train.0001")
 TREE = ("questions", "generations", "critiques", "refinements", "generation_rewards",
         "leaf_rewards", "credit")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def postgres() -> Iterator[dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="malt-pg-"))
     if as_postgres:
         shutil.chown(home, "postgres")
-    data, port = home / "data", _free_port()
+    data, port = home / "data", free_port()
 
     def pg(*args: str) -> None:
         subprocess.run([*as_postgres, *args], check=True, capture_output=True, timeout=120)

@@ -5,7 +5,6 @@ one expansion of the generator role into the lake."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,10 @@ from malt_lake.ingest import build_catalog, shard_questions, write_catalog
 from malt_lake.names import PartitionKey
 from malt_lake.prompts import template
 from malt_lake.settings import ArithmeticSource, DatasetSpec, ProjectSettings
+from tests.ports import free_port
 
 QUESTIONS = ["Sam has 2 apples. Sam buys 3 more apples. How many apples does Sam have now?",
              "Kai has 4 stamps. Kai finds 3 more stamps. How many stamps does Kai have now?"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +35,7 @@ def served() -> Iterator[tuple[str, str]]:
     if not cli.is_file() and shutil.which("transformers") is None:
         pytest.fail("the transformers CLI is missing; run ./scripts/setup.sh")
     model_dir = str(resolve_model("embedded")[1])
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(cli), "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
          "--device", "cpu", "--dtype", "float32"],

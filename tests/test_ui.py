@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from malt_lake.lake import Lake
 from malt_lake.names import PartitionKey
+from tests.ports import free_port
 
 KEY = "arith.train.0000"
 LAUNCH = """
@@ -37,12 +37,6 @@ query { workspaceOrError { ... on Workspace { locationEntries { name
   locationOrLoadError { __typename ... on RepositoryLocation { repositories { name } } } } } } }"""
 ASSETS = """
 query { assetNodes { assetKey { path } isPartitioned } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
