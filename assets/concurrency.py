@@ -26,7 +26,7 @@ from pathlib import Path
 import dagster as dg
 
 from malt_lake.errors import MaltLakeError
-from malt_lake.lake import process_alive
+from malt_lake.storage import process_alive
 
 ACCELERATOR_POOL = "malt_accelerator"
 # tags of a run the CLI executes in its own process (``worker_tags``)

@@ -46,9 +46,8 @@ from deltalake.transaction import AddAction
 from malt_lake import schemas
 from malt_lake.errors import LakeError
 from malt_lake.names import PartitionKey, check_name
-from malt_lake.storage import Storage
+from malt_lake.storage import TEMP_PREFIX, Storage, atomic_file, remove_stale_temps
 
-TEMP_PREFIX = ".tmp-"
 LEGACY_FILE = "data.parquet"  # the plain-Parquet layout of malt-lake before Delta
 COMMIT_RETRIES = 100          # concurrent writers of other partitions of the same table
 # delta-rs deletes log entries older than 30 days at each checkpoint by default, which would
@@ -118,11 +117,11 @@ class Lake:
         """Copy files this machine wrote under ``root`` (reports) to the same place in a
         remote warehouse; a local warehouse holds them already. Returns where the first one
         is for readers (a path or a URI)."""
-        for file in files:
-            relative = file.resolve().relative_to(self.root).parts
-            if self.remote:
-                self.storage.upload_file(file, *relative)
-        return self.storage.uri(*files[0].resolve().relative_to(self.root).parts)
+        places = [file.resolve().relative_to(self.root).parts for file in files]
+        if self.remote:
+            for file, place in zip(files, places, strict=True):
+                self.storage.upload_file(file, *place)
+        return self.storage.uri(*places[0])
 
     @property
     def tables_uri(self) -> str:
@@ -475,48 +474,7 @@ def _rows_outside(data: pa.Table, key: PartitionKey) -> int:
 def atomic_write(data: pa.Table, target: Path) -> Path:
     """Write ``data`` to ``target`` via temp file + rename (for files outside the tables:
     expansion checkpoints)."""
-    return _atomic_file(target, lambda temp: pq.write_table(data, temp, compression="zstd"))
-
-
-def _atomic_file(target: Path, write: Callable[[Path], None]) -> Path:
-    """``write(temp)`` in the target's directory, fsync, rename over target."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target.parent)
-    temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet.partial"
-    try:
-        write(temp)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-        _fsync_dir(target.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-    return target
-
-
-def remove_stale_temps(directory: Path) -> None:
-    """Delete temp files and directories (``.tmp-<pid>-...``) left by writers that died."""
-    for temp in directory.glob(f"{TEMP_PREFIX}*"):
-        pid = temp.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or process_alive(int(pid)):
-            continue
-        if temp.is_dir():
-            shutil.rmtree(temp, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return atomic_file(target, lambda temp: pq.write_table(data, temp, compression="zstd"))
 
 
 @contextlib.contextmanager
@@ -546,11 +504,3 @@ def partition_lock(lake: Lake, table: str, key: PartitionKey | None = None) -> I
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

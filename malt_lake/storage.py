@@ -21,7 +21,8 @@ import hashlib
 import os
 import shutil
 import uuid
-from functools import cached_property
+from collections.abc import Callable
+from functools import cache, cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ import pyarrow.fs as pafs
 from malt_lake.environment import environment
 from malt_lake.errors import ConfigError
 
+TEMP_PREFIX = ".tmp-"  # local temp files and directories: .tmp-<pid>-...
 REMOTE_SCHEMES = ("s3",)
 DEFAULT_REGION = "us-east-1"  # what S3-compatible stores (MinIO, moto) accept
 
@@ -107,10 +109,7 @@ class Storage:
         if chosen:
             return chosen
         if not environment().aws_endpoint_url:
-            try:
-                return pafs.resolve_s3_region(self.bucket)
-            except OSError:
-                pass  # check() names the bucket that cannot be reached
+            return _bucket_region(self.bucket)
         return DEFAULT_REGION
 
     def check(self) -> None:
@@ -187,18 +186,7 @@ class Storage:
             with self.filesystem.open_output_stream(self.path(*parts)) as stream:
                 stream.write(data)
             return
-        target = Path(self.path(*parts))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}.partial")
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+        atomic_file(Path(self.path(*parts)), lambda temp: temp.write_bytes(data))
 
     def list_files(self, *parts: str, prefix: str = "", suffix: str = "") -> list[str]:
         """The names of the files directly under ``parts`` that start with ``prefix`` and
@@ -221,18 +209,72 @@ class Storage:
         """Copy one local file to ``parts`` (one PUT, or one multipart upload)."""
         pafs.copy_files(str(local), self.path(*parts), destination_filesystem=self.filesystem)
 
-    def upload_tree(self, local: Path, *parts: str) -> None:
-        """Copy a local directory's files under ``parts``."""
-        pafs.copy_files(str(local), self.path(*parts), destination_filesystem=self.filesystem)
-
     def download_tree(self, local: Path, *parts: str) -> None:
         """Copy the files under ``parts`` into the local directory ``local`` whole: they
         are fetched into a temp directory beside it that is renamed into place."""
         local.parent.mkdir(parents=True, exist_ok=True)
-        temp = local.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        temp = local.with_name(f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             pafs.copy_files(self.path(*parts), str(temp), source_filesystem=self.filesystem)
             with contextlib.suppress(FileExistsError, OSError):
                 os.replace(temp, local)  # another process fetched the same files first
         finally:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+@cache
+def _bucket_region(bucket: str) -> str:
+    """An AWS bucket's region, asked once per process (every Lake has its own Storage)."""
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except OSError:
+        return DEFAULT_REGION  # check() names the bucket that cannot be reached
+
+
+def atomic_file(target: Path, write: Callable[[Path], None]) -> Path:
+    """``write(temp)`` in the target's directory, fsync, rename over target."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target.parent)
+    temp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.partial"
+    try:
+        write(temp)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        _fsync_dir(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    return target
+
+
+def remove_stale_temps(directory: Path) -> None:
+    """Delete temp files and directories (``.tmp-<pid>-...``) left by writers that died."""
+    for temp in directory.glob(f"{TEMP_PREFIX}*"):
+        pid = temp.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or process_alive(int(pid)):
+            continue
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -30,8 +30,9 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from malt_lake.errors import ConfigError, LakeError
-from malt_lake.lake import TEMP_PREFIX, Lake, remove_stale_temps
+from malt_lake.lake import Lake
 from malt_lake.names import check_name
+from malt_lake.storage import TEMP_PREFIX, remove_stale_temps
 
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"
