@@ -25,6 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.expansion_bench import ceiling_measurements, prompts
+from malt_lake.backends.base import SamplingParams
+from malt_lake.backends.sampling import TokenSampler
 from malt_lake.backends.transformers_backend import TransformersBackend
 
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul",
@@ -44,11 +46,13 @@ def decode_setup(backend: TransformersBackend, questions: int, n: int, max_token
 
 
 def decode(backend: TransformersBackend, model, state, steps: int) -> list[list[int]]:
-    """``steps`` greedy steps through ``model`` (no row finishes: the shape stays fixed)."""
+    """``steps`` greedy steps through ``model`` (no row finishes: the shape stays fixed),
+    each token picked by the backend's own sampler."""
     cache, logits, mask = state
+    sampler = TokenSampler(SamplingParams(temperature=0.0), torch.Generator())
     out: list[list[int]] = []
     for _ in range(steps):
-        tokens = logits.argmax(-1)
+        tokens = sampler(logits)
         out.append(tokens.tolist())
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         positions = mask.sum(-1, keepdim=True) - 1

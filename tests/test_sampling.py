@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from malt_lake.backends.base import BackendError, SamplingParams
-from malt_lake.backends.sampling import TokenSampler, sample_categorical
+from malt_lake.backends.sampling import NUCLEUS_CANDIDATES, TokenSampler, sample_categorical
 
 DRAWS = 200_000
 
@@ -91,3 +91,31 @@ def test_non_finite_scores_raise_a_clear_backend_error():
     logits = torch.tensor([[0.0, 1.0], [float("nan"), float("nan")]])
     with pytest.raises(BackendError, match="not finite for 1 of 2 rows"):
         pick_next_tokens(logits, SamplingParams(temperature=0.7), torch.Generator())
+
+
+def test_top_p_nucleus_wider_than_the_first_candidates_is_kept_whole():
+    # 400 tokens of slowly falling probability: the 0.9 nucleus holds hundreds of them, far
+    # more than the sampler's first top-k candidates; the sorted-vocabulary definition says
+    # which (a token is kept when the mass ranked above it is at most top_p)
+    logits = -torch.arange(400, dtype=torch.float32) / 150
+    probs = torch.softmax(logits, -1).double()
+    order = probs.argsort(descending=True)
+    kept = order[(probs[order].cumsum(0) - probs[order]) <= 0.9]
+    assert len(kept) > 4 * NUCLEUS_CANDIDATES
+    params = SamplingParams(n=1, temperature=1.0, top_p=0.9, seed=0)
+    picked = pick_next_tokens(logits.expand(DRAWS, -1), params,
+                              torch.Generator().manual_seed(8))
+    assert set(picked.unique().tolist()) == set(kept.tolist())
+    freq = _frequencies(picked, 400)
+    expected = torch.zeros(400, dtype=torch.float64)
+    expected[kept] = probs[kept] / probs[kept].sum()
+    assert torch.allclose(freq, expected, atol=0.0056)
+    # the first tenth of the nucleus carries its share of the draws
+    head = kept[: len(kept) // 10]
+    assert float(freq[head].sum()) == pytest.approx(float(expected[head].sum()), abs=0.01)
+
+
+def test_greedy_on_bf16_logits_takes_the_first_of_equal_maxima():
+    logits = torch.tensor([[0.5, 2.0, 2.0, 1.0], [3.0, 3.0, 0.0, -1.0]]).bfloat16()
+    picked = pick_next_tokens(logits, SamplingParams(n=1, temperature=0.0), torch.Generator())
+    assert picked.tolist() == [1, 0]

@@ -11,6 +11,11 @@ instead:
   weights are clamped at ``MIN_LOG_WEIGHT`` first and whatever sat at that floor is zeroed
   after, so a token less likely than e^-80 (~1.8e-35) times the top token is never drawn,
   far below what a float32 cumulative sum can resolve anyway.
+- ``argmax`` over bf16 logits has no vectorized kernel on a CPU: several times slower than
+  casting the row to float32 first (which is also what transformers' ``generate`` does).
+- A top-p nucleus found by sorting the whole vocabulary costs as much as the forward pass.
+  The nucleus is nearly always among the few most likely tokens: ``topk`` finds them, and
+  only a row whose top ``k`` do not reach ``top_p`` makes ``k`` grow.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from malt_lake.backends.base import BackendError, SamplingParams
 
 MIN_LOG_WEIGHT = -80.0
 _FLOOR = math.exp(MIN_LOG_WEIGHT)
+# candidates a top-p draw looks at first; multiplied by 8 while some row's nucleus is wider
+NUCLEUS_CANDIDATES = 64
 
 
 class TokenSampler:
@@ -39,7 +46,7 @@ class TokenSampler:
         """One token id per row of ``logits`` (rows, vocab): greedy at temperature 0, else a
         draw from softmax(logits / temperature), within the top-p nucleus when top_p < 1."""
         if self.params.temperature == 0:
-            return logits.argmax(-1)
+            return logits.float().argmax(-1)
         weights = self._weights(logits)
         if self.params.top_p < 1.0:
             return _sample_nucleus(weights, self.params.top_p, self.generator)
@@ -81,9 +88,18 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator,
 
 def _sample_nucleus(weights: torch.Tensor, top_p: float,
                     generator: torch.Generator) -> torch.Tensor:
-    """Draw among the most likely tokens whose probability mass reaches ``top_p``."""
-    sorted_weights, sorted_ids = weights.sort(dim=-1, descending=True)
-    mass_before = (sorted_weights.cumsum(-1) - sorted_weights) / weights.sum(-1, keepdim=True)
-    sorted_weights[mass_before > top_p] = 0
-    picked = sample_categorical(sorted_weights, generator)
-    return sorted_ids.gather(-1, picked[:, None]).squeeze(-1)
+    """Draw among the most likely tokens whose probability mass reaches ``top_p``: a token
+    is kept when the mass of the tokens ranked above it is at most ``top_p``."""
+    total = weights.sum(-1, keepdim=True)
+    k = min(NUCLEUS_CANDIDATES, weights.shape[-1])
+    while True:
+        top_weights, top_ids = weights.topk(k, dim=-1)   # sorted, most likely first
+        running = top_weights.cumsum(-1)
+        # the token ranked k+1 would have all of ``running[:, -1]`` above it: when that is
+        # past top_p for every row, no row's nucleus reaches beyond these k
+        if k == weights.shape[-1] or bool((running[:, -1:] > top_p * total).all()):
+            break
+        k = min(8 * k, weights.shape[-1])
+    top_weights[(running - top_weights) > top_p * total] = 0
+    picked = sample_categorical(top_weights, generator)
+    return top_ids.gather(-1, picked[:, None]).squeeze(-1)
