@@ -61,13 +61,18 @@ def load_tokenizer(source: str | Path):
 
 
 def load_base(source: str | Path, dtype: str):
-    """The base model and tokenizer, safetensors only, no remote code."""
+    """The base model and tokenizer, safetensors only, no remote code; on a CPU, with the
+    attention that picks eager or SDPA by length (``malt_lake.training.attention``)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from malt_lake.training.attention import training_attention
 
     tokenizer = load_tokenizer(source)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)
+        source, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False,
+        attn_implementation=training_attention(config))
     return model, tokenizer
 
 
