@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from malt_lake.backends.base import BackendError, SamplingParams
-from malt_lake.backends.sampling import NUCLEUS_CANDIDATES, TokenSampler, sample_categorical
+from malt_lake.backends.sampling import (
+    NUCLEUS_CANDIDATES,
+    NUCLEUS_GROWTH,
+    TokenSampler,
+    _sample_nucleus,
+    sample_categorical,
+)
 
 DRAWS = 200_000
 
@@ -93,20 +99,55 @@ def test_non_finite_scores_raise_a_clear_backend_error():
         pick_next_tokens(logits, SamplingParams(temperature=0.7), torch.Generator())
 
 
+def _sorted_nucleus(weights: torch.Tensor, top_p: float,
+                    generator: torch.Generator) -> torch.Tensor:
+    """The definition, by sorting the whole vocabulary: a token is kept when the mass ranked
+    above it is at most top_p."""
+    sorted_weights, sorted_ids = weights.sort(dim=-1, descending=True)
+    mass_before = (sorted_weights.cumsum(-1) - sorted_weights) / weights.sum(-1, keepdim=True)
+    sorted_weights[mass_before > top_p] = 0
+    picked = sample_categorical(sorted_weights, generator)
+    return sorted_ids.gather(-1, picked[:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("widest,nucleus_sizes", [
+    (6.0, (1, NUCLEUS_CANDIDATES)),                                   # the first candidates
+    (3.0, (NUCLEUS_CANDIDATES, NUCLEUS_CANDIDATES * NUCLEUS_GROWTH)),  # one growth
+    (0.3, (NUCLEUS_CANDIDATES * NUCLEUS_GROWTH, 5000)),               # the whole vocabulary
+])
+def test_top_p_draws_equal_the_sorted_vocabulary_definition(widest, nucleus_sizes):
+    """Rows of very different widths in one batch (the widest decides how far the candidates
+    grow), with the same generator: the same tokens as the sort-based definition."""
+    scales = torch.tensor([8.0, 6.0, widest, 7.0])[:, None].repeat(16, 1)   # 64 rows
+    logits = torch.randn(64, 5000, generator=torch.Generator().manual_seed(9)) * scales
+    weights = torch.softmax(logits, -1)
+    order = weights.sort(-1, descending=True).values
+    widest_nucleus = int(((order.cumsum(-1) - order) <= 0.9 * order.sum(-1, keepdim=True))
+                         .sum(-1).max())
+    assert nucleus_sizes[0] <= widest_nucleus <= nucleus_sizes[1]
+    for seed in range(5):
+        ours = _sample_nucleus(weights.clone(), 0.9, torch.Generator().manual_seed(seed))
+        assert torch.equal(ours, _sorted_nucleus(weights.clone(), 0.9,
+                                                 torch.Generator().manual_seed(seed)))
+
+
 def test_top_p_nucleus_wider_than_the_first_candidates_is_kept_whole():
     # 400 tokens of slowly falling probability: the 0.9 nucleus holds hundreds of them, far
-    # more than the sampler's first top-k candidates; the sorted-vocabulary definition says
-    # which (a token is kept when the mass ranked above it is at most top_p)
+    # more than the sampler's first top-k candidates, beside rows whose nucleus is one token
     logits = -torch.arange(400, dtype=torch.float32) / 150
     probs = torch.softmax(logits, -1).double()
     order = probs.argsort(descending=True)
     kept = order[(probs[order].cumsum(0) - probs[order]) <= 0.9]
     assert len(kept) > 4 * NUCLEUS_CANDIDATES
+    narrow = logits.clone()
+    narrow[5] = 30.0
+    batch = torch.stack([logits, narrow]).repeat(DRAWS // 2, 1)   # wide, narrow, wide, ...
     params = SamplingParams(n=1, temperature=1.0, top_p=0.9, seed=0)
-    picked = pick_next_tokens(logits.expand(DRAWS, -1), params,
-                              torch.Generator().manual_seed(8))
-    assert set(picked.unique().tolist()) == set(kept.tolist())
-    freq = _frequencies(picked, 400)
+    picked = pick_next_tokens(batch, params, torch.Generator().manual_seed(8))
+    assert set(picked[1::2].tolist()) == {5}
+    wide = picked[0::2]
+    assert set(wide.unique().tolist()) == set(kept.tolist())
+    freq = _frequencies(wide, 400)
     expected = torch.zeros(400, dtype=torch.float64)
     expected[kept] = probs[kept] / probs[kept].sum()
     assert torch.allclose(freq, expected, atol=0.0056)

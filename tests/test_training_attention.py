@@ -66,3 +66,21 @@ def test_the_embedded_base_loads_for_training_with_it():
 
     model, _ = load_base(embedded_model_dir(), "bfloat16")
     assert model.config._attn_implementation == NAME
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_generation_with_a_cache_matches_sdpa(cache):
+    """A model loaded for training may still be asked to generate: the prefill into an empty
+    static cache (no mask from ``sdpa_mask``, more key slots than queries) and one-token
+    steps must attend as SDPA does."""
+    ours, reference = _tiny_llama(NAME).eval(), _tiny_llama("sdpa").eval()
+    assert training_attention(ours.config) == NAME
+    reference.load_state_dict(ours.state_dict())
+    ids = torch.randint(0, 97, (1, 9), generator=torch.Generator().manual_seed(2))
+    outs = [model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                           do_sample=False, cache_implementation=cache, output_scores=True,
+                           return_dict_in_generate=True, pad_token_id=0)
+            for model in (ours, reference)]
+    assert torch.equal(outs[0].sequences, outs[1].sequences)
+    for a, b in zip(outs[0].scores, outs[1].scores, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

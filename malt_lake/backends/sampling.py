@@ -15,7 +15,9 @@ instead:
   casting the row to float32 first (which is also what transformers' ``generate`` does).
 - A top-p nucleus found by sorting the whole vocabulary costs as much as the forward pass.
   The nucleus is nearly always among the few most likely tokens: ``topk`` finds them, and
-  only a row whose top ``k`` do not reach ``top_p`` makes ``k`` grow.
+  only a row whose top ``k`` do not reach ``top_p`` makes ``k`` grow (to a sort of the
+  whole vocabulary once ``k`` nears it, so a flat distribution costs little more than the
+  sort it needs anyway).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from malt_lake.backends.base import BackendError, SamplingParams
 
 MIN_LOG_WEIGHT = -80.0
 _FLOOR = math.exp(MIN_LOG_WEIGHT)
-# candidates a top-p draw looks at first; multiplied by 8 while some row's nucleus is wider
+# candidates a top-p draw looks at first; multiplied by NUCLEUS_GROWTH while some row's
+# nucleus is wider, and the whole vocabulary once that would pass a quarter of it
 NUCLEUS_CANDIDATES = 64
+NUCLEUS_GROWTH = 16
 
 
 class TokenSampler:
@@ -46,21 +50,24 @@ class TokenSampler:
         """One token id per row of ``logits`` (rows, vocab): greedy at temperature 0, else a
         draw from softmax(logits / temperature), within the top-p nucleus when top_p < 1."""
         if self.params.temperature == 0:
-            return logits.float().argmax(-1)
+            return self._float32(logits).argmax(-1)
         weights = self._weights(logits)
         if self.params.top_p < 1.0:
             return _sample_nucleus(weights, self.params.top_p, self.generator)
         return sample_categorical(weights.cumsum_(-1), self.generator, cumulative=True)
 
-    def _weights(self, logits: torch.Tensor) -> torch.Tensor:
-        """exp((logits - max) / temperature) in the workspace: unnormalized probabilities."""
+    def _float32(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` copied into the float32 workspace."""
         rows, vocab = logits.shape
         space = self._workspace
         if space is None or space.shape[0] < rows or space.shape[1] != vocab:
             space = self._workspace = torch.empty((rows, vocab), dtype=torch.float32,
                                                   device=logits.device)
-        weights = space[:rows]
-        weights.copy_(logits)
+        return space[:rows].copy_(logits)
+
+    def _weights(self, logits: torch.Tensor) -> torch.Tensor:
+        """exp((logits - max) / temperature) in the workspace: unnormalized probabilities."""
+        weights = self._float32(logits)
         weights.sub_(weights.amax(-1, keepdim=True)).mul_(1.0 / self.params.temperature)
         weights.clamp_(min=MIN_LOG_WEIGHT).exp_()
         return F.threshold_(weights, _FLOOR * (1 + 1e-6), 0.0)
@@ -91,15 +98,18 @@ def _sample_nucleus(weights: torch.Tensor, top_p: float,
     """Draw among the most likely tokens whose probability mass reaches ``top_p``: a token
     is kept when the mass of the tokens ranked above it is at most ``top_p``."""
     total = weights.sum(-1, keepdim=True)
-    k = min(NUCLEUS_CANDIDATES, weights.shape[-1])
+    vocab = weights.shape[-1]
+    k = min(NUCLEUS_CANDIDATES, vocab)
     while True:
-        top_weights, top_ids = weights.topk(k, dim=-1)   # sorted, most likely first
+        # most likely first
+        top_weights, top_ids = weights.topk(k, dim=-1) if k < vocab else \
+            weights.sort(dim=-1, descending=True)
         running = top_weights.cumsum(-1)
         # the token ranked k+1 would have all of ``running[:, -1]`` above it: when that is
         # past top_p for every row, no row's nucleus reaches beyond these k
-        if k == weights.shape[-1] or bool((running[:, -1:] > top_p * total).all()):
+        if k == vocab or bool((running[:, -1:] > top_p * total).all()):
             break
-        k = min(8 * k, weights.shape[-1])
+        k = NUCLEUS_GROWTH * k if 4 * NUCLEUS_GROWTH * k <= vocab else vocab
     top_weights[(running - top_weights) > top_p * total] = 0
     picked = sample_categorical(top_weights, generator)
     return top_ids.gather(-1, picked[:, None]).squeeze(-1)

@@ -35,23 +35,32 @@ def length_dispatched_attention(module: torch.nn.Module, query: torch.Tensor,
     if key.shape[-2] > EAGER_UP_TO or kwargs.get("sliding_window") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
-    mask = additive_mask(attention_mask, query.shape[-2], key.shape[-2], query.dtype,
-                         query.device)
+    causal = kwargs.get("is_causal")
+    mask = additive_mask(attention_mask, query.shape[-2], key.shape[-2],
+                         getattr(module, "is_causal", True) if causal is None else causal,
+                         query.dtype, query.device)
     return eager_attention_forward(module, query, key, value, mask, dropout=dropout,
                                    scaling=scaling if scaling is not None
                                    else query.shape[-1] ** -0.5, **kwargs)
 
 
-def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, dtype: torch.dtype,
-                  device: torch.device) -> torch.Tensor:
-    """The (B or 1, 1, q, k) boolean mask ``sdpa_mask`` gives (None: plain causal, which
-    SDPA runs as ``is_causal``) as the additive mask eager attention adds to its scores: 0
-    where a query attends, the dtype's lowest value elsewhere (a row masked everywhere gets
-    even weights, not NaN, as with transformers' own eager mask)."""
+def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
+                  dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    """What SDPA would attend to, as the additive mask eager attention adds to its scores.
+
+    ``sdpa_mask`` gives a (B or 1, 1, q, k) boolean (True: attend), made here 0 there and
+    the dtype's lowest value elsewhere (a row masked everywhere gets even weights, not NaN,
+    as with transformers' own eager mask); a float mask is already additive. None means
+    what SDPA does with no mask: every key for one query or a non-causal module, else its
+    ``is_causal`` pattern, aligned to the first key (query i sees keys 0..i: a prefill into
+    an empty static cache, whose later slots are still empty)."""
     if mask is None:
-        mask = torch.ones((q_len, k_len), dtype=torch.bool, device=device).tril(k_len - q_len)
-        mask = mask[None, None]
+        if q_len == 1 or not causal:
+            return None
+        mask = torch.ones((q_len, k_len), dtype=torch.bool, device=device).tril()[None, None]
     mask = mask[..., :k_len]
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
     return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(
         ~mask, torch.finfo(dtype).min)
 
