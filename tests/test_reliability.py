@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,14 +46,24 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in files if p.is_file()}
 
 
-@pytest.fixture
-def fake_tree(tmp_path) -> Path:
-    """A lake with one partition's tree and role datasets (fake backend, seconds)."""
-    root = tmp_path / "warehouse"
+@pytest.fixture(scope="module")
+def fake_tree_template(tmp_path_factory) -> Path:
+    """A warehouse (lake and Dagster instance) with one partition's tree and role datasets,
+    built once through the CLI (fake backend)."""
+    root = tmp_path_factory.mktemp("fake-tree") / "warehouse"
     env = env_for(root)
     assert run_cli(env, "ingest").returncode == 0
     made = run_cli(env, "materialize", "--select", "tree", "--partition", KEY)
     assert made.returncode == 0, made.stderr
+    return root
+
+
+@pytest.fixture
+def fake_tree(fake_tree_template, tmp_path) -> Path:
+    """A copy of that warehouse of the test's own: tests change it, or check that a bad
+    command changed nothing, and each starts from the same one."""
+    root = tmp_path / "warehouse"
+    shutil.copytree(fake_tree_template, root, symlinks=True)
     return root
 
 
