@@ -103,7 +103,7 @@ class TransformersBackend:
                             "instead of the fast decoder", self.model_id, self.unsupported,
                             attention or "transformers' default")
             self.model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=getattr(torch, dtype), use_safetensors=True,
+                source, config=config, dtype=getattr(torch, dtype), use_safetensors=True,
                 local_files_only=offline, attn_implementation=attention,
                 **load).to(self.device).eval()
         except OSError as exc:

@@ -71,8 +71,8 @@ def load_base(source: str | Path, dtype: str):
     tokenizer = load_tokenizer(source)
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False,
-        attn_implementation=training_attention(config))
+        source, config=config, dtype=getattr(torch, dtype), use_safetensors=True,
+        trust_remote_code=False, attn_implementation=training_attention(config))
     return model, tokenizer
 
 
