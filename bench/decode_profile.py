@@ -40,7 +40,7 @@ def decode_setup(backend: TransformersBackend, questions: int, n: int, max_token
 
     encoded = [backend._encode(m) for m in prompts(questions)]
     cache = reserved_cache(max_tokens + 1)
-    logits, mask = backend._prefill(encoded, cache)
+    logits, mask, _ = backend._prefill(encoded, cache)
     share_prefix(cache, n)
     return cache, logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
 

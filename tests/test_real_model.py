@@ -45,6 +45,18 @@ def test_real_model_expands_a_partition_and_credit_flows(lake, instance, tmp_pat
     assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
 
 
+def assert_each_equals_generate(backend, requests, out, n: int, max_tokens: int) -> None:
+    """Every sample is Hugging Face greedy ``generate`` on its request's prompt alone."""
+    tok = backend.tokenizer
+    for request, samples in zip(requests, out, strict=True):
+        ids = tok.apply_chat_template(request.messages, add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        ref = backend.model.generate(**ids, max_new_tokens=max_tokens, do_sample=False)
+        expected = tok.decode(ref[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert [s.text for s in samples] == [expected] * n, request.request_id
+        assert all(s.n_prompt_tokens == ids["input_ids"].shape[1] for s in samples)
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_fast_decoding_matches_hf_generate_greedy(n, monkeypatch):
     """Shared prefill (the template head once for the batch, each prompt once for its n
@@ -69,22 +81,73 @@ def test_fast_decoding_matches_hf_generate_greedy(n, monkeypatch):
         repeated.append((cache.get_seq_length(), rows)), real_repeat_rows(cache, rows, room)))
     out = backend.generate(requests, SamplingParams(n=n, temperature=0, max_tokens=32))
     assert repeated and all(head >= 16 and rows == 3 for head, rows in repeated), repeated
-    tok = backend.tokenizer
-    for request, samples in zip(requests, out, strict=True):
-        ids = tok.apply_chat_template(request.messages, add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
-        ref = backend.model.generate(**ids, max_new_tokens=32, do_sample=False)
-        expected = tok.decode(ref[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        assert [s.text for s in samples] == [expected] * n
-        assert all(s.n_prompt_tokens == ids["input_ids"].shape[1] for s in samples)
+    assert_each_equals_generate(backend, requests, out, n, max_tokens=32)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_prompts_sharing_a_prefix_decode_as_each_prompt_alone(n, monkeypatch):
+    """Critiques of several answers to one question, refinements of one answer with
+    different critiques, a prompt on its own and generator prompts, in one batch: the
+    grouped prefill (each group's shared part once, copied to its members' rows) changes
+    nothing: in fp32, the prefill's logits and every greedy sample equal those of the prompt
+    alone."""
+    import torch
+
+    from malt_lake.backends import kv_cache, prefix_groups
+    from malt_lake.backends.base import GenerationRequest, SamplingParams
+    from malt_lake.backends.transformers_backend import TransformersBackend
+    from malt_lake.datasets.arithmetic import generate
+    from malt_lake.prompts import template
+    from malt_lake.settings import ArithmeticSource
+
+    backend = TransformersBackend("embedded", dtype="float32", prefill_chunk_tokens=400)
+    gen, ver, ref = (template("numeric", role) for role in ("generator", "verifier", "refiner"))
+    first, second, third = generate(ArithmeticSource(count=3, seed=9, max_steps=3))
+    answer = "First add the numbers. " * 3 + "Final Answer: 12"
+    messages = [ver.render(first.question, answer=f"Step {i}: {i} + 1 = {i + 1}. " * (i + 1)
+                           + "Final Answer: 7") for i in range(3)]
+    messages += [ref.render(second.question, answer=answer, critique=critique) for critique in
+                 ("Verdict: correct", "The sum is wrong. Verdict: incorrect")]
+    messages += [gen.render(third.question), gen.render(first.question),
+                 ver.render(third.question, answer="Final Answer: 3")]
+    requests = [GenerationRequest(f"r{i}", m) for i, m in enumerate(messages)]
+    planned, selected = [], []
+    real_groups, real_select_rows = prefix_groups.prefix_groups, kv_cache.select_rows
+    monkeypatch.setattr(prefix_groups, "prefix_groups", lambda rests: (
+        planned.append(real_groups(rests)), planned[-1])[1])
+    monkeypatch.setattr(kv_cache, "select_rows", lambda cache, index, room: (
+        selected.append(index.tolist()), real_select_rows(cache, index, room)))
+    out = backend.generate(requests, SamplingParams(n=n, temperature=0, max_tokens=24))
+    # groups: the first question's critiques, the refinements of one answer, the generator
+    # prompts (their template); the third question's critique on its own
+    # once to order the batches, once in the one batch's prefill
+    assert len(planned) == 2
+    groups = planned[-1]
+    sizes = sorted(groups.group_of.count(g) for g in range(len(groups.shared)))
+    assert sizes == [2, 2, 3] and groups.group_of.count(-1) == 1, groups
+    assert len(selected) == 1 and len(selected[0]) == len(requests)
+    # the prefill's next-token logits equal each prompt's own forward pass
+    prompts = [backend._encode(m) for m in messages]
+    with torch.inference_mode():
+        logits, _, order = backend._prefill(prompts, kv_cache.reserved_cache(4))
+        assert sorted(order) == list(range(len(prompts)))
+        for prompt, row in zip([prompts[i] for i in order], logits, strict=True):
+            alone = backend.model(input_ids=torch.tensor([prompt])).logits[0, -1]
+            assert torch.allclose(row, alone, atol=1e-4), (row - alone).abs().max()
+    assert_each_equals_generate(backend, requests, out, n, max_tokens=24)
+
+
+NEAR_TIE = 0.25
 
 
 def test_fast_decoder_agrees_with_a_stock_model_in_bf16():
     """The custom decoder in bf16 (the default dtype), on a batch that mixes short generator
     and longer verifier prompts (so rows carry padding): at every position of its greedy
     output, its token is the stock transformers model's own greedy choice given the same
-    prefix. bf16 near-ties flip a few; a cache or mask bug flips many (ignoring the padding
-    mask measured 0.95 mean and 0.91 min; overwriting a cached position 0.88 and 0.75)."""
+    prefix, or ties with it to within one bf16 step. Such near-ties are all the two ever
+    disagree on here; exact agreement is checked in fp32 (above). A cache or mask bug picks
+    tokens the stock model ranks clearly lower: ignoring the padding mask measured 0.96 mean
+    and 0.80 min, writing each step over the previous position 0.91 and 0.86."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -116,10 +179,12 @@ def test_fast_decoder_agrees_with_a_stock_model_in_bf16():
         answer = tok(sample.text, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
             logits = stock(input_ids=torch.tensor([prompt + answer])).logits[0]
-        choice = logits[len(prompt) - 1:len(prompt) - 1 + len(answer)].argmax(-1).tolist()
-        rates.append(sum(a == b for a, b in zip(choice, answer, strict=True))
-                     / max(len(answer), 1))
-    assert sum(rates) / len(rates) >= 0.97 and min(rates) >= 0.95, rates
+        scores = logits[len(prompt) - 1:len(prompt) - 1 + len(answer)].float()
+        ours = scores.gather(-1, torch.tensor(answer)[:, None]).squeeze(-1)
+        # the stock model's best, or within one bf16 step of it (below 64: 0.25 at most)
+        agrees = ours >= scores.max(-1).values - NEAR_TIE
+        rates.append(agrees.float().mean().item() if answer else 1.0)
+    assert sum(rates) / len(rates) >= 0.99 and min(rates) >= 0.97, rates
 
 
 def _tiny(kind: str, vocab: int, bos: int, eos: int):

@@ -56,7 +56,9 @@ class PrefillChunk:
     are created on their first update)."""
 
     rows: int = 0                # rows of the whole batch
+    width: int = 0               # positions the prefill adds to every row
     window: slice | None = None  # None: not inside a chunked prefill
+    skip: int = 0                # leading positions (padding in every row) the window skips
 
 
 class ReservedLayer(DynamicLayer):
@@ -109,10 +111,13 @@ class ReservedLayer(DynamicLayer):
         length stays put until every chunk is in (``end_chunks``)."""
         if self._keys is None:
             _, heads, _, dim = key_states.shape
-            self._keys = key_states.new_zeros((self.chunk.rows, heads, end + self.reserve, dim))
+            capacity = start + self.chunk.width + self.reserve
+            self._keys = key_states.new_zeros((self.chunk.rows, heads, capacity, dim))
             self._values = value_states.new_zeros(self._keys.shape)
-        elif end > self._keys.shape[-2]:
-            raise RuntimeError("a chunked prefill needs room for its width (repeat_rows)")
+        elif start + self.chunk.width > self._keys.shape[-2]:
+            raise RuntimeError("a chunked prefill needs room for its width (select_rows)")
+        # positions skipped keep their zeros; the mask hides them as the padding they are
+        start, end = start + self.chunk.skip, end + self.chunk.skip
         rows = self.chunk.window
         self._keys[rows, :, start:end, :] = key_states
         self._values[rows, :, start:end, :] = value_states
@@ -123,7 +128,11 @@ class ReservedLayer(DynamicLayer):
         self._refresh_views()
 
     def get_seq_length(self) -> int:
-        return self.length if self.is_initialized else 0
+        """Positions before the next query: inside a prefill window, the skipped ones too
+        (transformers places the queries and sizes the mask by it)."""
+        if not self.is_initialized:
+            return 0
+        return self.length + (self.chunk.skip if self.chunk.window is not None else 0)
 
     def _grow(self, like: torch.Tensor, capacity: int) -> None:
         rows = like.shape[0] if self._keys is None else self._keys.shape[0]
@@ -141,18 +150,19 @@ class ReservedLayer(DynamicLayer):
         self.keys = self._keys[..., :filled, :]
         self.values = self._values[..., :filled, :]
 
-    def repeat_rows(self, rows: int, room: int) -> None:
-        """After a one-row prefill of a prefix every prompt of a batch starts with: that
-        prefix for ``rows`` rows, with room for ``room`` more positions in each (the rest
-        of each prompt; when it fills the room exactly, ``share_prefix`` needs no copy)."""
-        if self.offset or self._keys is None or self._keys.shape[0] != 1:
-            raise RuntimeError("repeat_rows runs once, right after a one-row prefill")
+    def select_rows(self, index: torch.Tensor, room: int) -> None:
+        """Before the prompts' last part: row ``i`` becomes a copy of row ``index[i]`` of what
+        is cached (a prefix some prompts start with), with room for ``room`` more positions
+        (the rest of each prompt; when it fills the room exactly, ``share_prefix`` needs no
+        copy)."""
+        if self.offset or self._keys is None:
+            raise RuntimeError("select_rows runs between prefill parts, before share_prefix")
         filled = self.length
         for name in ("_keys", "_values"):
-            one = getattr(self, name)
-            many = one.new_zeros((rows, one.shape[1], filled + room, one.shape[3]))
-            many[..., :filled, :] = one[..., :filled, :]
-            setattr(self, name, many)
+            old = getattr(self, name)
+            rows = old.new_zeros((len(index), old.shape[1], filled + room, old.shape[3]))
+            rows[..., :filled, :] = old[index, :, :filled, :]
+            setattr(self, name, rows)
         self._refresh_views()
 
     def share_prefix(self, n: int) -> None:
@@ -210,25 +220,39 @@ def reserved_cache(reserve: int) -> Cache:
 
 def repeat_rows(cache: Cache, rows: int, room: int) -> None:
     """After a one-row prefill of a ``reserved_cache``: that prefix for ``rows`` rows."""
+    if cache.layers and cache.layers[0].keys.shape[0] != 1:
+        raise RuntimeError("repeat_rows runs right after a one-row prefill")
+    select_rows(cache, torch.zeros(rows, dtype=torch.long), room)
+
+
+def select_rows(cache: Cache, index: torch.Tensor, room: int) -> None:
+    """Between prefill parts of a ``reserved_cache``: row i becomes a copy of row
+    ``index[i]``, with room for ``room`` more positions."""
     for layer in cache.layers:
-        layer.repeat_rows(rows, room)
+        layer.select_rows(index.to(layer.keys.device), room)
 
 
-def prefill_in_chunks(cache: Cache, rows: int, width: int, chunk_rows: int,
-                      forward: Callable[[slice], torch.Tensor]) -> torch.Tensor:
-    """Prefill ``rows`` rows of ``width`` new positions into ``cache``, ``chunk_rows`` rows
-    at a time: ``forward(rows)`` runs the model on those rows (every chunk sees the same
-    cached length) and returns their last logits, which come back concatenated. On a CPU
-    a few thousand tokens per forward keep the elementwise work (norms, activations) in
-    cache instead of streaming activations of the whole batch through memory."""
+def prefill_in_chunks(cache: Cache, lengths: list[int], chunk_rows: int,
+                      forward: Callable[[slice, int], torch.Tensor]) -> torch.Tensor:
+    """Prefill rows of ``lengths`` new tokens, each left-padded to the longest, into
+    ``cache``, ``chunk_rows`` rows at a time: ``forward(rows, skip)`` runs the model on those
+    rows without their first ``skip`` positions (padding in each of them: a chunk of short
+    rows is not padded to the batch's longest) and returns their last logits, which come back
+    concatenated. On a CPU a few thousand tokens per forward keep the elementwise work
+    (norms, activations) in cache instead of streaming activations of the whole batch
+    through memory."""
     chunk: PrefillChunk = cache.prefill_chunk
-    chunk.rows, logits = rows, []
+    width = max(lengths)
+    chunk.rows, chunk.width, logits = len(lengths), width, []
     try:
-        for start in range(0, rows, chunk_rows):
-            chunk.window = slice(start, min(rows, start + chunk_rows))
-            logits.append(forward(chunk.window))
+        for start in range(0, len(lengths), chunk_rows):
+            chunk.window = slice(start, min(len(lengths), start + chunk_rows))
+            # the first forward into an empty cache creates its layers, which only then
+            # can tell transformers about skipped positions: it runs the whole width
+            chunk.skip = width - max(lengths[chunk.window]) if cache.layers else 0
+            logits.append(forward(chunk.window, chunk.skip))
     finally:
-        chunk.window = None
+        chunk.window, chunk.skip = None, 0
     for layer in cache.layers:
         layer.end_chunks(width)
     return torch.cat(logits)

@@ -7,8 +7,9 @@ batches that span many prompts of a tree level, sorted by length so padding stay
 (4) writes each step's keys and values in place (``kv_cache``), (5) keeps each prompt's keys
 and values once for its n samples instead of n copies, (6) attends one query token with
 small matmuls instead of the CPU flash kernel (``decode_attention``), (7) samples by
-inverse CDF in a reused workspace (``sampling``) and (8) prefills the template head that
-every prompt of a batch starts with once, for one row (``_prefill``).
+inverse CDF in a reused workspace (``sampling``), (8) prefills the template head that
+every prompt of a batch starts with once, for one row, and (9) a longer prefix a group of
+prompts shares once per group (``_prefill``, ``prefix_groups``).
 
 Only models ``decoder_support`` allows take that path; any other model (another
 architecture, sliding-window layers, softcapping, sinks) is served by transformers' own
@@ -141,7 +142,7 @@ class TransformersBackend:
         for adapter, indices in by_adapter.items():
             self._use_adapter(adapter)
             prompts = [self._encode(requests[i].messages) for i in indices]
-            order = sorted(range(len(indices)), key=lambda j: -len(prompts[j]))
+            order = _batch_order(prompts)
             for batch in self._batches(order, prompts, params.n):
                 seed = _batch_seed([requests[indices[j]] for j in batch], params)
                 texts = self._sample([prompts[j] for j in batch], params, seed)
@@ -190,7 +191,8 @@ class TransformersBackend:
 
         device, n = self.device, params.n
         cache = reserved_cache(params.max_tokens + 1)
-        logits, mask = self._prefill(prompts, cache)
+        logits, mask, order = self._prefill(prompts, cache)
+        prompts = [prompts[i] for i in order]  # cache row r holds prompt order[r]
         # one prefill per prompt; its n samples share that cache (stored once). With n = 1
         # too: decode attention then reads the prompt from contiguous storage and the answer
         # from a whole buffer, which batched matmuls take without copying
@@ -244,7 +246,10 @@ class TransformersBackend:
                                    ended[i] or "length"), params.stop)
             for i, text in enumerate(texts)
         ]
-        return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for row, prompt in enumerate(order):
+            results[prompt] = completions[row * n:(row + 1) * n]
+        return results
 
     def _finish_stopped(self, tokens: list[list[int]], ended: list[str | None],
                         rows: list[int], stop: Sequence[str]) -> None:
@@ -300,18 +305,23 @@ class TransformersBackend:
         return [completions[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
     def _prefill(self, prompts: list[list[int]], cache):
-        """Run the prompts into ``cache``; returns (last logits, attention mask so far).
+        """Run the prompts into ``cache``; returns (last logits, attention mask so far, the
+        prompt of each cache row).
 
         Prompts of one role and dataset start with the same template (system prompt and
         instructions: 50 of the generator's ~85 tokens). That common head is run once, for
-        one row, and copied to every row's cache; only the rest of each prompt is run
-        batched, left-padded after the head. Positions count real tokens only, so each row
-        sees exactly what a prefill of its whole prompt would have computed."""
+        one row, and copied to every row's cache. Prompts that share more than the head
+        (``prefix_groups``: an answer's critiques, a question's chains) have that part run
+        once per group and copied to each member's row; the rows then go longest rest
+        first, so chunks of rows pad little. Only the rest of each prompt is run per row.
+        Each part is left-padded; positions count real tokens only, so each row sees
+        exactly what a prefill of its whole prompt would have computed."""
         import torch
 
-        from malt_lake.backends.kv_cache import prefill_in_chunks, repeat_rows
+        from malt_lake.backends.kv_cache import repeat_rows, select_rows
+        from malt_lake.backends.prefix_groups import prefix_groups
 
-        device, pad = self.device, self.tokenizer.pad_token_id
+        device = self.device
         head = _common_head(prompts) if len(prompts) > 1 else 0
         if head < MIN_SHARED_HEAD:
             head = 0
@@ -319,22 +329,58 @@ class TransformersBackend:
             self.model(input_ids=torch.tensor([prompts[0][:head]], device=device),
                        past_key_values=cache, use_cache=True, logits_to_keep=1)
         rests = [p[head:] for p in prompts]
-        width = max(len(r) for r in rests)
-        if head:
-            repeat_rows(cache, len(prompts), width)
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
-        mask = torch.tensor([[1] * head + [0] * (width - len(r)) + [1] * len(r) for r in rests],
-                            device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
+        order = list(range(len(prompts)))
+        mask = torch.ones((1, head), dtype=torch.long, device=device)
+        groups = prefix_groups(rests) if len(prompts) > 1 else None
+        if groups is not None:
+            # each group's shared part, once: one row per group, longest first
+            by_length = sorted(range(len(groups.shared)), key=lambda g: -groups.shared[g])
+            row_of = {group: row for row, group in enumerate(by_length)}
+            parts = [[] for _ in groups.shared]
+            for rest, group in zip(rests, groups.group_of, strict=True):
+                if group >= 0 and not parts[row_of[group]]:
+                    parts[row_of[group]] = rest[:groups.shared[group]]
+            if head:
+                repeat_rows(cache, len(parts), len(parts[0]))
+            _, mask = self._prefill_part(cache, parts, mask.expand(len(parts), head))
+            rests = [rest[groups.shared_by(i):] for i, rest in enumerate(rests)]
+            order.sort(key=lambda i: -len(rests[i]))
+            # a prompt on its own takes any group's row: its mask hides that group's part
+            mask = mask[[row_of.get(groups.group_of[i], 0) for i in order]]
+            alone = torch.tensor([groups.group_of[i] < 0 for i in order], device=device)
+            mask[alone, head:] = 0
+            select_rows(cache, torch.tensor([row_of.get(groups.group_of[i], 0) for i in order],
+                                            device=device), len(rests[order[0]]))
+            rests = [rests[i] for i in order]
+        elif head:
+            repeat_rows(cache, len(prompts), max(len(r) for r in rests))
+        logits, mask = self._prefill_part(cache, rests, mask.expand(len(prompts), -1))
+        return logits, mask, order
 
-        def forward(rows: slice) -> torch.Tensor:
-            return self.model(input_ids=input_ids[rows], attention_mask=mask[rows],
-                              position_ids=positions[rows], past_key_values=cache,
+    def _prefill_part(self, cache, parts: list[list[int]], past_mask):
+        """One row per part, each left-padded to the longest, after what is cached
+        (``past_mask``: which cached positions each row sees); returns (last logits, the
+        rows' whole mask)."""
+        import torch
+
+        from malt_lake.backends.kv_cache import prefill_in_chunks
+
+        device, pad = self.device, self.tokenizer.pad_token_id
+        width = max(len(p) for p in parts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in parts], device=device)
+        mask = torch.cat([past_mask, torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p in parts], device=device)], dim=-1)
+        past = past_mask.shape[1]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+
+        def forward(rows: slice, skip: int) -> torch.Tensor:
+            return self.model(input_ids=input_ids[rows, skip:], attention_mask=mask[rows],
+                              position_ids=positions[rows, skip:], past_key_values=cache,
                               use_cache=True, logits_to_keep=1).logits[:, -1, :]
 
-        chunk_rows = len(prompts) if self.prefill_chunk_tokens is None else \
-            max(1, self.prefill_chunk_tokens // (head + width))
-        return prefill_in_chunks(cache, len(prompts), width, chunk_rows, forward), mask
+        chunk_rows = len(parts) if self.prefill_chunk_tokens is None else \
+            max(1, self.prefill_chunk_tokens // (past + width))
+        return prefill_in_chunks(cache, [len(p) for p in parts], chunk_rows, forward), mask
 
     def close(self) -> None:
         self.model = None
@@ -345,6 +391,24 @@ def _finish_looping(tokens: list[list[int]], ended: list[str | None], rows: list
     for row in rows:
         if ended[row] is None and looping(tokens[row]):
             ended[row] = "length"
+
+
+def _batch_order(prompts: list[list[int]]) -> list[int]:
+    """Longest first, so a batch's rows pad little, except that prompts sharing a prefix
+    (``prefix_groups``) stay side by side, to land in one batch and prefill that part
+    once: a group goes where its longest prompt would."""
+    from malt_lake.backends.prefix_groups import prefix_groups
+
+    groups = prefix_groups(prompts) if len(prompts) > 1 else None
+    if groups is None:
+        return sorted(range(len(prompts)), key=lambda j: -len(prompts[j]))
+    longest = [0] * len(groups.shared)
+    for j, group in enumerate(groups.group_of):
+        if group >= 0:
+            longest[group] = max(longest[group], len(prompts[j]))
+    return sorted(range(len(prompts)), key=lambda j: (
+        -(longest[groups.group_of[j]] if groups.group_of[j] >= 0 else len(prompts[j])),
+        groups.group_of[j], -len(prompts[j])))
 
 
 def _common_head(prompts: list[list[int]]) -> int:
