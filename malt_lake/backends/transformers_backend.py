@@ -157,13 +157,14 @@ class TransformersBackend:
 
     def _batches(self, order: list[int], prompts: list[list[int]], n: int) -> list[list[int]]:
         per_batch = max(1, self.max_batch_rows // n)
-        batches, current = [], []
+        batches, current, longest = [], [], 0
         for j in order:
-            longest = len(prompts[current[0]]) if current else len(prompts[j])
+            # the order is longest first only between groups (``_batch_order``)
+            longest = max(longest, len(prompts[j]))
             if current and (len(current) >= per_batch
                             or longest * (len(current) + 1) > self.prefill_tokens):
                 batches.append(current)
-                current = []
+                current, longest = [], len(prompts[j])
             current.append(j)
         if current:
             batches.append(current)
@@ -395,11 +396,15 @@ def _finish_looping(tokens: list[list[int]], ended: list[str | None], rows: list
 
 def _batch_order(prompts: list[list[int]]) -> list[int]:
     """Longest first, so a batch's rows pad little, except that prompts sharing a prefix
-    (``prefix_groups``) stay side by side, to land in one batch and prefill that part
-    once: a group goes where its longest prompt would."""
+    (``prefix_groups``) stay side by side, to land in one batch (unless a batch's row or
+    token limit splits them) and prefill that part once: a group goes where its longest
+    prompt would."""
     from malt_lake.backends.prefix_groups import prefix_groups
 
-    groups = prefix_groups(prompts) if len(prompts) > 1 else None
+    # grouped as ``_prefill`` will group them: past the template head they all share
+    head = _common_head(prompts) if len(prompts) > 1 else 0
+    head = head if head >= MIN_SHARED_HEAD else 0
+    groups = prefix_groups([p[head:] for p in prompts]) if len(prompts) > 1 else None
     if groups is None:
         return sorted(range(len(prompts)), key=lambda j: -len(prompts[j]))
     longest = [0] * len(groups.shared)
