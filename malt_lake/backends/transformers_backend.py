@@ -323,16 +323,14 @@ class TransformersBackend:
         from malt_lake.backends.prefix_groups import prefix_groups
 
         device = self.device
-        head = _common_head(prompts) if len(prompts) > 1 else 0
-        if head < MIN_SHARED_HEAD:
-            head = 0
-        else:
+        head = _shared_head(prompts)
+        if head:
             self.model(input_ids=torch.tensor([prompts[0][:head]], device=device),
                        past_key_values=cache, use_cache=True, logits_to_keep=1)
         rests = [p[head:] for p in prompts]
         order = list(range(len(prompts)))
         mask = torch.ones((1, head), dtype=torch.long, device=device)
-        groups = prefix_groups(rests) if len(prompts) > 1 else None
+        groups = prefix_groups(rests)
         if groups is not None:
             # each group's shared part, once: one row per group, longest first
             by_length = sorted(range(len(groups.shared)), key=lambda g: -groups.shared[g])
@@ -347,11 +345,12 @@ class TransformersBackend:
             rests = [rest[groups.shared_by(i):] for i, rest in enumerate(rests)]
             order.sort(key=lambda i: -len(rests[i]))
             # a prompt on its own takes any group's row: its mask hides that group's part
-            mask = mask[[row_of.get(groups.group_of[i], 0) for i in order]]
+            index = torch.tensor([row_of.get(groups.group_of[i], 0) for i in order],
+                                 device=device)
+            mask = mask[index]
             alone = torch.tensor([groups.group_of[i] < 0 for i in order], device=device)
             mask[alone, head:] = 0
-            select_rows(cache, torch.tensor([row_of.get(groups.group_of[i], 0) for i in order],
-                                            device=device), len(rests[order[0]]))
+            select_rows(cache, index, len(rests[order[0]]))
             rests = [rests[i] for i in order]
         elif head:
             repeat_rows(cache, len(prompts), max(len(r) for r in rests))
@@ -402,9 +401,8 @@ def _batch_order(prompts: list[list[int]]) -> list[int]:
     from malt_lake.backends.prefix_groups import prefix_groups
 
     # grouped as ``_prefill`` will group them: past the template head they all share
-    head = _common_head(prompts) if len(prompts) > 1 else 0
-    head = head if head >= MIN_SHARED_HEAD else 0
-    groups = prefix_groups([p[head:] for p in prompts]) if len(prompts) > 1 else None
+    head = _shared_head(prompts)
+    groups = prefix_groups([p[head:] for p in prompts])
     if groups is None:
         return sorted(range(len(prompts)), key=lambda j: -len(prompts[j]))
     longest = [0] * len(groups.shared)
@@ -414,6 +412,13 @@ def _batch_order(prompts: list[list[int]]) -> list[int]:
     return sorted(range(len(prompts)), key=lambda j: (
         -(longest[groups.group_of[j]] if groups.group_of[j] >= 0 else len(prompts[j])),
         groups.group_of[j], -len(prompts[j])))
+
+
+def _shared_head(prompts: list[list[int]]) -> int:
+    """The template head ``_prefill`` runs once for the whole batch: the tokens every
+    prompt starts with, when there are at least ``MIN_SHARED_HEAD`` (else 0)."""
+    head = _common_head(prompts) if len(prompts) > 1 else 0
+    return head if head >= MIN_SHARED_HEAD else 0
 
 
 def _common_head(prompts: list[list[int]]) -> int:
